@@ -1,0 +1,146 @@
+"""One `ModelConfig` for every family, and named presets.
+
+GPT-2, LLaMA, BERT, Marian and the 2017 Transformer differ only in the fields below; the models in
+`zeroformer/models/` read them and never branch on a family name.
+
+| field            | 2017 / Marian     | BERT            | GPT-2           | LLaMA / SmolLM2   |
+|------------------|-------------------|-----------------|-----------------|-------------------|
+| arch             | encoder_decoder   | encoder         | decoder         | decoder           |
+| norm / prenorm   | layernorm / post  | layernorm / post| layernorm / pre | rmsnorm / pre     |
+| position         | sinusoidal        | learned         | learned         | rope              |
+| activation/gated | relu (swish) / no | gelu / no       | gelu_tanh / no  | silu / yes (SwiGLU)|
+| bias             | yes               | yes             | yes             | no                |
+| n_kv_head        | = n_head          | = n_head        | = n_head        | < n_head (GQA)    |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+
+ARCHS = ("decoder", "encoder", "encoder_decoder")
+NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("learned", "sinusoidal", "rope", "none")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "decoder"
+    vocab_size: int = 256
+    n_layer: int = 4               # decoder layers (or encoder layers for arch=encoder)
+    n_encoder_layer: int | None = None  # encoder_decoder only; None = n_layer
+    d_model: int = 128
+    n_head: int = 4
+    n_kv_head: int | None = None   # None = n_head (MHA); 1 = MQA; in between = GQA
+    head_dim: int | None = None    # None = d_model // n_head
+    d_ff: int = 512
+    activation: str = "gelu"
+    gated_ffn: bool = False        # True: down(act(gate(x)) * up(x)) (SwiGLU when activation=silu)
+    norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    prenorm: bool = True           # False = post-norm (2017 paper, BERT, Marian)
+    final_norm: bool = True        # a norm after the last block (pre-norm models)
+    embed_norm: bool = False       # a norm right after the embeddings (BERT)
+    position: str = "learned"
+    sinusoidal_layout: str = "interleaved"  # "interleaved" (paper: sin, cos alternate) or "split" (Marian: all sin, then all cos)
+    position_offset: int = 0       # added to position ids (e.g. Marian/BART-style offsets)
+    rope_base: float = 10000.0
+    max_seq_len: int = 256
+    bias: bool = True
+    tie_embeddings: bool = True
+    scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model) (2017 paper)
+    type_vocab_size: int = 0        # BERT segment embeddings (0 = none)
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    decoder_start_token_id: int | None = None
+    extra: dict = field(default_factory=dict)  # family-specific extras (heads, labels, ...)
+
+    def __post_init__(self):
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        if self.head_dim is None:
+            if self.d_model % self.n_head:
+                raise UserError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
+            self.head_dim = self.d_model // self.n_head
+        if self.n_encoder_layer is None:
+            self.n_encoder_layer = self.n_layer
+        for name, allowed in (("arch", ARCHS), ("norm", NORMS), ("position", POSITIONS),
+                              ("activation", ACTIVATIONS)):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"config {name}={getattr(self, name)!r} is not one of {allowed}")
+        if self.n_head % self.n_kv_head:
+            raise UserError(f"n_head={self.n_head} is not a multiple of n_kv_head={self.n_kv_head}")
+
+    # -- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UserError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path) -> "ModelConfig":
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"cannot read config {path}: {e}") from None
+        return cls.from_dict(d)
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_GPT2 = dict(arch="decoder", vocab_size=50257, max_seq_len=1024, position="learned",
+             norm="layernorm", prenorm=True, activation="gelu_tanh", bias=True,
+             tie_embeddings=True, dropout=0.1, attn_dropout=0.1, bos_token_id=50256,
+             eos_token_id=50256)
+_LLAMA = dict(arch="decoder", position="rope", norm="rmsnorm", prenorm=True, activation="silu",
+              gated_ffn=True, bias=False, tie_embeddings=False)
+_BERT = dict(arch="encoder", vocab_size=30522, max_seq_len=512, position="learned",
+             norm="layernorm", norm_eps=1e-12, prenorm=False, final_norm=False, embed_norm=True,
+             activation="gelu", bias=True, type_vocab_size=2, dropout=0.1, attn_dropout=0.1,
+             pad_token_id=0)
+_PAPER = dict(arch="encoder_decoder", position="sinusoidal", norm="layernorm", prenorm=False,
+              final_norm=False, activation="relu", bias=True, scale_embeddings=True,
+              tie_embeddings=True, dropout=0.1, attn_dropout=0.0)
+
+PRESETS: dict[str, dict] = {
+    "tiny": dict(arch="decoder", vocab_size=256, n_layer=2, d_model=64, n_head=4, d_ff=256,
+                 max_seq_len=128),
+    "gpt2": dict(_GPT2, n_layer=12, d_model=768, n_head=12, d_ff=3072),
+    "gpt2-medium": dict(_GPT2, n_layer=24, d_model=1024, n_head=16, d_ff=4096),
+    "llama": dict(_LLAMA, vocab_size=32000, n_layer=22, d_model=2048, n_head=32, n_kv_head=4,
+                  d_ff=5632, norm_eps=1e-5, max_seq_len=2048, bos_token_id=1, eos_token_id=2),
+    "smollm2-135m": dict(_LLAMA, vocab_size=49152, n_layer=30, d_model=576, n_head=9, n_kv_head=3,
+                         d_ff=1536, norm_eps=1e-5, rope_base=100000.0, max_seq_len=8192,
+                         tie_embeddings=True, bos_token_id=1, eos_token_id=2),
+    "bert-base": dict(_BERT, n_layer=12, d_model=768, n_head=12, d_ff=3072),
+    "bert-large": dict(_BERT, n_layer=24, d_model=1024, n_head=16, d_ff=4096),
+    "transformer-base": dict(_PAPER, vocab_size=37000, n_layer=6, d_model=512, n_head=8, d_ff=2048,
+                             max_seq_len=512),
+    "transformer-small": dict(_PAPER, vocab_size=8000, n_layer=3, d_model=256, n_head=4, d_ff=1024,
+                              max_seq_len=128),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """The named preset as a ModelConfig, with `overrides` applied."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    return ModelConfig.from_dict({**PRESETS[name], **overrides})
