@@ -1,0 +1,237 @@
+"""The generation engine, shared by every model that writes tokens (decoder-only and encoder–decoder).
+
+Autoregressive decoding: p(y) = Π_t p(y_t | y_<t, x). Each step feeds only the newest token(s) to a
+*session* that holds the model's KV cache, takes the next-token distribution, and picks:
+- greedy (temperature 0): y_t = argmax p;
+- sampling: softmax(logits / T), optionally restricted to the k most likely tokens (top-k) or to the
+  smallest set whose probability reaches p (top-p / nucleus); a `seed` makes it reproducible;
+- beam search: keep the `num_beams` best partial sequences by total log-probability; a finished
+  hypothesis scores sum(log p) / length^α (α = length_penalty).
+
+A session is anything with `step(ids (B, t), attention_mask (B, past + t) | None) -> logits (B, V)`
+for the last position and `reorder(index)` (beam search keeps rows `index` of its cache).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .errors import UserError
+
+
+def check_sampling_args(temperature=0.0, top_k=None, top_p=None, num_beams=1,
+                        repetition_penalty=1.0) -> None:
+    if temperature is None or temperature < 0:
+        raise UserError(f"temperature must be >= 0 (got {temperature})")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"top-k must be >= 1 (got {top_k})")
+    if top_p is not None and not (0.0 < top_p <= 1.0):
+        raise UserError(f"top-p must be in (0, 1] (got {top_p})")
+    if num_beams < 1:
+        raise UserError(f"num_beams must be >= 1 (got {num_beams})")
+    if repetition_penalty <= 0:
+        raise UserError(f"repetition penalty must be > 0 (got {repetition_penalty})")
+
+
+# ------------------------------------------------------------------------------ logits processing
+def apply_repetition_penalty(logits, seen_ids, penalty: float):
+    """CTRL-style: a token already present has its logit divided by `penalty` (multiplied if < 0)."""
+    if penalty == 1.0:
+        return logits
+    prev = logits.gather(1, seen_ids)
+    logits = logits.scatter(1, seen_ids, torch.where(prev < 0, prev * penalty, prev / penalty))
+    return logits
+
+
+def filter_top_k_top_p(logits, top_k=None, top_p=None):
+    """Set to -inf every logit outside the top k / outside the nucleus of mass top_p. (B, V)."""
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # drop a token when the mass of strictly more likely tokens already reaches top_p
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        drop[..., 0] = False
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def next_tokens(logits, temperature, top_k, top_p, generator):
+    """(B, V) logits -> (B,) chosen token ids."""
+    if temperature == 0.0:
+        return logits.argmax(-1)
+    logits = filter_top_k_top_p(logits / temperature, top_k, top_p)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------------- sampling
+@torch.no_grad()
+def sample(session, prompt, max_new_tokens, attention_mask=None, temperature=0.0, top_k=None,
+           top_p=None, eos_token_id=None, pad_token_id=None, seed=None, repetition_penalty=1.0,
+           stream: Callable[[torch.Tensor], None] | None = None,
+           stop: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Greedy or sampled decoding. prompt: (B, T) -> (B, T + n) with n <= max_new_tokens.
+
+    Rows that emitted `eos_token_id` (or for which `stop(seqs)` is True) are finished and padded with
+    `pad_token_id` (default: eos). `stream(tokens (B,))` is called once per step.
+    """
+    check_sampling_args(temperature, top_k, top_p, 1, repetition_penalty)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=prompt.device).manual_seed(seed)
+    eos = _as_set(eos_token_id)
+    pad = pad_token_id if pad_token_id is not None else (min(eos) if eos else 0)
+    seqs, mask = prompt, attention_mask
+    done = torch.zeros(prompt.size(0), dtype=torch.bool, device=prompt.device)
+    feed = prompt
+    for _ in range(max_new_tokens):
+        logits = session.step(feed, mask).float()
+        logits = apply_repetition_penalty(logits, seqs, repetition_penalty)
+        tok = next_tokens(logits, temperature, top_k, top_p, generator)
+        tok = torch.where(done, torch.full_like(tok, pad), tok)
+        seqs = torch.cat([seqs, tok[:, None]], dim=1)
+        if mask is not None:
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        if stream is not None:
+            stream(tok)
+        if eos:
+            done |= _isin(tok, eos)
+        if stop is not None:
+            done |= stop(seqs)
+        if bool(done.all()):
+            break
+        feed = tok[:, None]
+    return seqs
+
+
+# -------------------------------------------------------------------------------- beam search
+@torch.no_grad()
+def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, num_beams=4,
+                attention_mask=None, eos_token_id=None, pad_token_id=None,
+                length_penalty=1.0) -> torch.Tensor:
+    """Batched beam search. `new_session(n)` builds a session for n = B * num_beams rows (the
+    caller expands any per-row state, e.g. encoder output, with repeat_interleave(num_beams)).
+
+    prompt: (B, T) -> (B, T + n): the best finished hypothesis of each row, padded with pad/eos.
+    Hypotheses score sum(log p) / (generated length)^length_penalty.
+    """
+    b, t0 = prompt.shape
+    k = num_beams
+    eos = _as_set(eos_token_id)
+    pad = pad_token_id if pad_token_id is not None else (min(eos) if eos else 0)
+    session = new_session(b * k)
+    seqs = prompt.repeat_interleave(k, dim=0)                                  # (B*K, T)
+    mask = attention_mask.repeat_interleave(k, dim=0) if attention_mask is not None else None
+    scores = torch.full((b, k), float("-inf"), device=prompt.device)
+    scores[:, 0] = 0.0                                 # all beams start equal: expand only beam 0
+    finished: list[list[tuple[float, torch.Tensor]]] = [[] for _ in range(b)]
+    done = [False] * b
+    feed = seqs
+    for step in range(max_new_tokens):
+        logp = session.step(feed, mask).float().log_softmax(-1)                 # (B*K, V)
+        v = logp.size(-1)
+        cand = (scores.view(-1, 1) + logp).view(b, k * v)
+        top_scores, top_idx = cand.topk(2 * k, dim=-1)                          # (B, 2K)
+        top_scores, top_idx = top_scores.tolist(), top_idx.tolist()
+        next_beam, next_tok, next_score = [], [], []
+        length = step + 1
+        for i in range(b):
+            chosen = []
+            for s, idx in zip(top_scores[i], top_idx[i]):
+                beam, tok = divmod(idx, v)
+                if done[i] or len(chosen) == k:
+                    break
+                if tok in eos:
+                    if len(chosen) < k and s > float("-inf"):  # only from the current top-k
+                        hyp = torch.cat([seqs[i * k + beam], seqs.new_tensor([tok])])
+                        finished[i].append((s / length ** length_penalty, hyp))
+                    continue
+                chosen.append((beam, tok, s))
+            while len(chosen) < k:  # a finished row keeps dummy beams that can never win
+                chosen.append((0, pad, float("-inf")))
+            for beam, tok, s in chosen:
+                next_beam.append(i * k + beam)
+                next_tok.append(tok)
+                next_score.append(s)
+            finished[i].sort(key=lambda h: -h[0])
+            del finished[i][k:]
+            best_running = max(s for _, _, s in chosen)
+            if len(finished[i]) == k and (best_running / length ** length_penalty
+                                          <= finished[i][-1][0]):
+                done[i] = True
+        index = torch.tensor(next_beam, device=prompt.device)
+        tok = torch.tensor(next_tok, device=prompt.device)
+        scores = torch.tensor(next_score, device=prompt.device).view(b, k)
+        seqs = torch.cat([seqs.index_select(0, index), tok[:, None]], dim=1)
+        if mask is not None:
+            mask = torch.cat([mask.index_select(0, index), torch.ones_like(mask[:, :1])], dim=1)
+        session.reorder(index)
+        if all(done):
+            break
+        feed = tok[:, None]
+    n_gen = seqs.size(1) - t0
+    for i in range(b):  # rows still running at the length limit: their beams are hypotheses too
+        if not done[i]:
+            for j in range(k):
+                s = scores[i, j].item()
+                if s > float("-inf"):
+                    finished[i].append((s / max(n_gen, 1) ** length_penalty, seqs[i * k + j]))
+            finished[i].sort(key=lambda h: -h[0])
+    best = [finished[i][0][1] for i in range(b)]
+    width = max(len(h) for h in best)
+    out = prompt.new_full((b, width), pad)
+    for i, h in enumerate(best):
+        out[i, : len(h)] = h
+    return out
+
+
+def _as_set(eos) -> set:
+    if eos is None:
+        return set()
+    return {int(e) for e in eos} if isinstance(eos, (list, tuple, set)) else {int(eos)}
+
+
+def _isin(tok, ids: set):
+    return torch.isin(tok, torch.tensor(sorted(ids), device=tok.device))
+
+
+# ------------------------------------------------------------------------- decoder-only models
+class DecoderSession:
+    """Runs a decoder-only model over a preallocated KV cache; returns last-position logits."""
+
+    def __init__(self, model, batch: int, max_len: int):
+        self.model, self.cache = model, model.new_cache(batch, max_len)
+
+    def step(self, ids, attention_mask=None):
+        return self.model(ids, attention_mask=attention_mask, cache=self.cache, last_only=True)[:, -1]
+
+    def reorder(self, index):
+        self.cache.reorder(index)
+
+
+class GenerationMixin:
+    """`model.generate(...)` for decoder-only models (DESIGN.md's public signature)."""
+
+    def generate(self, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None,
+                 num_beams=1, eos_token_id=None, attention_mask=None, seed=None, **kwargs):
+        check_sampling_args(temperature, top_k, top_p, num_beams,
+                            kwargs.get("repetition_penalty", 1.0))
+        if eos_token_id is None:
+            eos_token_id = self.config.eos_token_id
+        was_training = self.training
+        self.eval()
+        try:
+            max_len = input_ids.size(1) + max_new_tokens
+            if num_beams > 1:
+                return beam_search(lambda n: DecoderSession(self, n, max_len), input_ids,
+                                   max_new_tokens, num_beams, attention_mask=attention_mask,
+                                   eos_token_id=eos_token_id, **kwargs)
+            return sample(DecoderSession(self, input_ids.size(0), max_len), input_ids,
+                          max_new_tokens, attention_mask=attention_mask, temperature=temperature,
+                          top_k=top_k, top_p=top_p, eos_token_id=eos_token_id, seed=seed, **kwargs)
+        finally:
+            self.train(was_training)
