@@ -5,14 +5,14 @@
     data.fetch("shakespeare")    # fetch if needed (cached, atomic), return the Path
     data.DATASETS                # name -> one-line description (with license)
 
-Cache: $ZEROFORMER_HOME, default ~/.cache/zeroformer. See fetch.py for the layout and
+Cache: $ZEROFORMER_HOME, default ~/.cache/zeroformer. See cache.py for the layout and
 packages.py / bible.py / austen.py / fortunes.py for what each dataset contains.
 """
 
 from __future__ import annotations
 
 from . import packages  # noqa: F401  (registers the builders)
-from .fetch import REGISTRY, fetch, home, locate
+from .cache import REGISTRY, fetch, home, locate
 
 # The set the test suite needs: `zeroformer data fetch --all-test`.
 TEST_DATASETS = ["gpt2-tokenizer", "minilm", "smollm2", "llama-cpp-vocab", "llama-spm", "cl100k",

