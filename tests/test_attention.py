@@ -1,0 +1,112 @@
+"""The fused SDPA path equals the paper's formula; masks; GQA; the KV cache."""
+
+import math
+
+import pytest
+import torch
+
+from zeroformer.nn.attention import (KVCache, MultiHeadAttention, attention, build_mask,
+                                     causal_mask, reference_attention, repeat_kv)
+
+torch.manual_seed(0)
+
+
+def qkv(b=2, h=4, h_kv=4, tq=7, tk=7, d=8):
+    return torch.randn(b, h, tq, d), torch.randn(b, h_kv, tk, d), torch.randn(b, h_kv, tk, d)
+
+
+def test_reference_is_the_formula():
+    q, k, v = qkv(h=2, h_kv=2)
+    w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.size(-1)), -1)
+    assert torch.allclose(reference_attention(q, k, v), w @ v, atol=1e-6)
+
+
+@pytest.mark.parametrize("h,h_kv", [(4, 4), (4, 2), (4, 1)])       # MHA, GQA, MQA
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_sdpa_equals_reference(h, h_kv, causal, padded):
+    q, k, v = qkv(h=h, h_kv=h_kv)
+    mask = None
+    if padded:
+        keep = torch.ones(2, 7, dtype=torch.bool)
+        keep[0, :3] = False                      # left padding in row 0
+        keep[1, 5:] = False                      # right padding in row 1
+        mask = build_mask(7, 7, causal=causal, key_padding=keep)
+    ref = reference_attention(q, k, v, mask=mask, causal=causal)
+    fast = attention(q, k, v, mask=mask, causal=causal)
+    assert torch.isfinite(fast).all()
+    assert torch.allclose(ref, fast, atol=1e-5)
+
+
+def test_causal_with_cache_offset():
+    """The last 3 of 7 queries under a causal mask == the full computation's last 3 rows."""
+    q, k, v = qkv()
+    full = attention(q, k, v, causal=True)
+    tail = attention(q[:, :, -3:], k, v, causal=True)
+    assert torch.allclose(full[:, :, -3:], tail, atol=1e-5)
+    assert torch.allclose(reference_attention(q[:, :, -3:], k, v, causal=True), tail, atol=1e-5)
+
+
+def test_causal_mask_shape_and_content():
+    m = causal_mask(3, 5)
+    assert m.tolist() == [[True, True, True, False, False],
+                          [True, True, True, True, False],
+                          [True, True, True, True, True]]
+
+
+def test_future_and_padding_do_not_leak():
+    q, k, v = qkv(b=1)
+    keep = torch.ones(1, 7, dtype=torch.bool)
+    keep[0, 1] = False
+    mask = build_mask(7, 7, causal=True, key_padding=keep)
+    out = attention(q, k, v, mask=mask)
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :, 1] += 100.0                          # a padded key
+    v2[:, :, 1] += 100.0
+    k2[:, :, 6] += 100.0                          # the future of every query but the last
+    v2[:, :, 6] += 100.0
+    out2 = attention(q, k2, v2, mask=mask)
+    assert torch.allclose(out[:, :, :6], out2[:, :, :6], atol=1e-5)
+
+
+def test_repeat_kv_groups_queries():
+    k = torch.arange(2 * 3).float().view(1, 2, 3, 1)
+    r = repeat_kv(k, 2)                            # heads 0,1 share kv head 0; 2,3 share kv head 1
+    assert torch.equal(r[0, 0], r[0, 1]) and torch.equal(r[0, 2], r[0, 3])
+    assert torch.equal(r[0, 2], k[0, 1])
+
+
+def test_mha_reference_and_sdpa_paths_agree_with_gqa_and_cache():
+    mha = MultiHeadAttention(d_model=32, n_head=4, n_kv_head=2, head_dim=8).eval()
+    x = torch.randn(2, 6, 32)
+    fast = mha(x, causal=True)
+    mha.use_sdpa = False
+    ref = mha(x, causal=True)
+    assert torch.allclose(fast, ref, atol=1e-5)
+    mha.use_sdpa = True
+    cache = KVCache(2, 2, 10, 8, torch.float32, "cpu")
+    steps = [mha(x[:, :4], causal=True, cache=cache)]
+    steps += [mha(x[:, i:i + 1], causal=True, cache=cache) for i in (4, 5)]
+    assert torch.allclose(torch.cat(steps, 1), fast, atol=1e-5)
+
+
+def test_cross_attention_uses_memory_mask():
+    mha = MultiHeadAttention(16, 2, 2, 8, cross=True).eval()
+    x, mem = torch.randn(1, 3, 16), torch.randn(1, 5, 16)
+    keep = torch.tensor([[True, True, True, False, False]])
+    mask = build_mask(3, 5, causal=False, key_padding=keep)
+    a = mha(x, memory=mem, mask=mask)
+    mem2 = mem.clone()
+    mem2[:, 3:] = torch.randn(1, 2, 16)
+    assert torch.allclose(a, mha(x, memory=mem2, mask=mask), atol=1e-6)
+    assert torch.allclose(a, mha(x, memory=mem[:, :3]), atol=1e-5)
+
+
+def test_kept_attention_weights_are_distributions():
+    mha = MultiHeadAttention(16, 2, 2, 8).eval()
+    mha.keep_weights = True
+    mha(torch.randn(1, 4, 16), causal=True)
+    w = mha.last_weights
+    assert w.shape == (1, 2, 4, 4)
+    assert torch.allclose(w.sum(-1), torch.ones(1, 2, 4), atol=1e-6)
+    assert (w.triu(1) == 0).all()
