@@ -30,7 +30,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="zeroformer", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="zeroformer", description="zeroformer: build, train and run the Transformer family (2017 encoder-decoder, BERT, GPT-2, LLaMA) from first principles.")
     from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"zeroformer {__version__}")
