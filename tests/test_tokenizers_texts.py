@@ -1,0 +1,25 @@
+"""Shared text set for the tokenizer parity tests (imported by test_tokenizers_*.py; no tests here)."""
+
+TEXTS = [
+    "",
+    "Hello, world!",
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.",
+    "I'm sure they're here; we've seen it, you'll see, he'd know, she's IT'S",
+    "def f(x, y=2):\n    return x ** y  # square\n\nprint(f(3))\t\t// end\r\n",
+    "   leading spaces and   runs    of spaces   ",
+    "\n\n\n\t\t\t  \n \r\n",
+    "naïve café résumé Ünïcödé Ångström façade",
+    "e\u0301 a\u0300\u0301 n\u0303o combining marks",
+    "日本語のテキストと中文字符，한국어 텍스트",
+    "emoji 🎉🚀👍🏽 👨‍👩‍👧 flags 🇫🇷",
+    "x" * 300,
+    "supercalifragilisticexpialidocious" * 5,
+    "numbers 0 12 345 6789 3.14159 1,000,000 2024-01-01",
+    "MiXeD CaSe WORDS and ALLCAPS",
+    "punctuation!!! ??? ... --- ((( ))) [[]] {{}} <<>> @#$%^&*",
+    "tab\tseparated\tvalues\nand\u00a0non-breaking\u2003spaces",
+    "Zero\u200bwidth\u200cjoiners\u200d and \u0000 control \u0007 chars \u007f",
+    "Ελληνικά кириллица עברית العربية हिन्दी ไทย",
+    "<|endoftext|> is only special when asked",
+    "🎉" * 20 + "a" * 50,
+]

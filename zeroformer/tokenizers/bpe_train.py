@@ -1,0 +1,121 @@
+"""Training byte-level BPE: learn merges from a corpus, updating pair counts incrementally.
+
+    1. pre-tokenize the corpus once and count each distinct piece:   words = {piece: freq}
+    2. spell each piece as its UTF-8 bytes (ids 0..255 after the special tokens)
+    3. count adjacent pairs, weighted by word frequency:   count(a, b) = sum_w freq(w) * #(a,b in w)
+       and index which words contain each pair:          where(a, b) = {w, ...}
+    4. repeat until the vocabulary is full:
+         (a, b) = argmax count   (ties: the smaller ids, so training is deterministic)
+         new token ab; for each word w in where(a, b): replace a,b by ab in w, subtract w's old
+         pairs from `count` and add its new pairs (only the words that contain (a, b) are touched;
+         the corpus is never recounted)
+
+The argmax is a heap of (-count, a, b) with lazy deletion: an entry is used only if its count is
+still the current one; every pair whose count changed is pushed again.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, defaultdict
+
+import regex
+
+from ..errors import UserError
+from .bpe import BYTE_TO_CHAR
+
+
+def count_pieces(texts, patterns, progress=False):
+    """Pre-tokenize (same rules as encoding) and count distinct pieces."""
+    from tqdm import tqdm
+
+    compiled = [regex.compile(p) for p in patterns]
+    counts = Counter()
+    for text in tqdm(texts, desc="pre-tokenizing", unit="text", disable=not progress or len(texts) < 2):
+        pieces = [text]
+        for pat in compiled[:-1]:
+            from .bpe import _split_isolated
+
+            pieces = [s for p in pieces for s in _split_isolated(pat, p)]
+        for p in pieces:
+            counts.update(compiled[-1].findall(p))
+    return counts
+
+
+def train_bpe(cls, text, vocab_size, special_tokens=("<|endoftext|>",), patterns=None,
+              progress=False):
+    """Learn merges so that specials + 256 bytes + merged tokens = `vocab_size` tokens."""
+    from tqdm import tqdm
+
+    from .bpe import GPT2_PATTERN
+    from .bpe_io import guess_roles
+
+    patterns = list(patterns or [GPT2_PATTERN])
+    specials = list(dict.fromkeys(special_tokens or ()))
+    base = len(specials)
+    if vocab_size < base + 256:
+        raise UserError(f"BPE vocab size {vocab_size} is too small: needs at least {base + 256} "
+                        f"(256 bytes + {base} special tokens)")
+    texts = [text] if isinstance(text, str) else list(text)
+    piece_counts = count_pieces(texts, patterns, progress)
+
+    tokens = list(specials) + [BYTE_TO_CHAR[b] for b in range(256)]  # id -> spelled string
+    token_id = {t: i for i, t in enumerate(tokens) if i >= base}  # specials never merge into
+    words = [[base + b for b in w.encode("utf-8")] for w in piece_counts]
+    freqs = list(piece_counts.values())
+
+    counts: dict[tuple, int] = defaultdict(int)
+    where: dict[tuple, set] = defaultdict(set)
+    for w, (word, f) in enumerate(zip(words, freqs)):
+        for pair in zip(word, word[1:]):
+            counts[pair] += f
+            where[pair].add(w)
+    heap = [(-c, a, b) for (a, b), c in counts.items()]
+    heapq.heapify(heap)
+
+    merges = []
+    bar = tqdm(total=vocab_size - len(tokens), desc="BPE merges", unit="merge", disable=not progress)
+    while len(tokens) < vocab_size and heap:
+        neg, a, b = heapq.heappop(heap)
+        if counts.get((a, b), 0) != -neg or neg == 0:
+            continue  # stale entry: the count has changed since it was pushed
+        new = tokens[a] + tokens[b]
+        c = token_id.get(new)
+        if c is None:
+            c = token_id[new] = len(tokens)
+            tokens.append(new)
+            bar.update(1)
+        merges.append((tokens[a], tokens[b]))
+        changed = set()
+        for w in where.pop((a, b)):
+            word, f = words[w], freqs[w]
+            merged, i, n = [], 0, len(word)
+            while i < n:
+                if i < n - 1 and word[i] == a and word[i + 1] == b:
+                    merged.append(c)
+                    i += 2
+                else:
+                    merged.append(word[i])
+                    i += 1
+            if len(merged) == n:
+                continue
+            for pair in zip(word, word[1:]):
+                counts[pair] -= f
+                changed.add(pair)
+            for pair in zip(merged, merged[1:]):
+                counts[pair] += f
+                where[pair].add(w)
+                changed.add(pair)
+            words[w] = merged
+        counts.pop((a, b), None)
+        changed.discard((a, b))
+        for pair in changed:
+            cnt = counts[pair]
+            if cnt > 0:
+                heapq.heappush(heap, (-cnt, pair[0], pair[1]))
+            else:
+                counts.pop(pair, None)
+    bar.close()
+    vocab = {t: i for i, t in enumerate(tokens) if i >= base}
+    spec = {t: i for i, t in enumerate(specials)}
+    return cls(vocab, merges, patterns, spec, guess_roles(spec))
