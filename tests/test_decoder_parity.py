@@ -1,0 +1,157 @@
+"""Our Decoder gives the same logits as transformers' GPT2LMHeadModel and LlamaForCausalLM on the
+same (random) weights: HF builds the model from a config, saves it with save_pretrained, and
+`zeroformer.load` reads the folder. Also: left-padded batches, export back to HF format, fast paths."""
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import zeroformer  # noqa: E402
+from zeroformer.errors import UserError  # noqa: E402
+
+ATOL = 2e-5
+
+
+def _randomize(model, seed=0):
+    """Perturb every parameter so norms, biases and attention are far from their init."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.08)
+    return model.eval()
+
+
+def make_gpt2(tmp_path, tie=True, act="gelu_new", n_layer=2, d=64, h=4, inner=None, seed=0):
+    cfg = transformers.GPT2Config(vocab_size=101, n_positions=48, n_embd=d, n_layer=n_layer,
+                                  n_head=h, n_inner=inner, activation_function=act,
+                                  tie_word_embeddings=tie, resid_pdrop=0.0, embd_pdrop=0.0,
+                                  attn_pdrop=0.0)
+    torch.manual_seed(seed)
+    hf = _randomize(transformers.GPT2LMHeadModel(cfg), seed)
+    hf.save_pretrained(tmp_path)
+    return hf, zeroformer.load(tmp_path)
+
+
+def make_llama(tmp_path, tie=False, h=4, kv=2, d=64, head_dim=None, bias=False, theta=10000.0,
+               n_layer=2, seed=0):
+    cfg = transformers.LlamaConfig(vocab_size=103, hidden_size=d, intermediate_size=96,
+                                   num_hidden_layers=n_layer, num_attention_heads=h,
+                                   num_key_value_heads=kv, head_dim=head_dim,
+                                   max_position_embeddings=64, rms_norm_eps=1e-5,
+                                   rope_theta=theta, tie_word_embeddings=tie,
+                                   attention_bias=bias, mlp_bias=bias)
+    torch.manual_seed(seed)
+    hf = _randomize(transformers.LlamaForCausalLM(cfg), seed)
+    hf.save_pretrained(tmp_path)
+    return hf, zeroformer.load(tmp_path)
+
+
+GPT2_CASES = [dict(), dict(tie=False), dict(act="relu", inner=80), dict(n_layer=3, d=48, h=6)]
+LLAMA_CASES = [dict(), dict(kv=4), dict(h=8, kv=1), dict(tie=True, theta=100000.0),
+               dict(head_dim=32), dict(bias=True, h=6, kv=3, d=48)]
+
+
+def _ids(vocab, b=2, t=11, seed=1):
+    return torch.randint(0, vocab, (b, t), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("kw", GPT2_CASES, ids=str)
+def test_gpt2_logits(tmp_path, kw):
+    hf, ours = make_gpt2(tmp_path, **kw)
+    ids = _ids(101)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), hf(ids).logits, atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kw", LLAMA_CASES, ids=str)
+def test_llama_logits(tmp_path, kw):
+    hf, ours = make_llama(tmp_path, **kw)
+    assert ours.config.n_kv_head == hf.config.num_key_value_heads
+    ids = _ids(103)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), hf(ids).logits, atol=ATOL, rtol=1e-4)
+
+
+def _left_padded(vocab, lengths=(9, 5, 7)):
+    t = max(lengths)
+    ids = _ids(vocab, len(lengths), t, seed=3)
+    mask = torch.zeros(len(lengths), t, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, t - n:] = 1
+        ids[i, : t - n] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_left_padded_batch(tmp_path, family):
+    hf, ours = (make_gpt2 if family == "gpt2" else make_llama)(tmp_path)
+    ids, mask = _left_padded(ours.config.vocab_size)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)   # HF needs explicit positions under left padding
+    with torch.no_grad():
+        a = ours(ids, attention_mask=mask)
+        b = hf(ids, attention_mask=mask, position_ids=pos).logits
+        real = mask.bool()
+        torch.testing.assert_close(a[real], b[real], atol=ATOL, rtol=1e-4)
+        # a padded row equals the same prompt run alone, unpadded
+        n = int(mask[1].sum())
+        alone = ours(ids[1:2, -n:])
+        torch.testing.assert_close(a[1, -n:], alone[0], atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_export_round_trip(tmp_path, family):
+    """What we save with export(), transformers loads and computes the same logits with."""
+    hf, ours = (make_gpt2 if family == "gpt2" else make_llama)(tmp_path / "src", tie=False)
+    from zeroformer.io import hf_gpt2, hf_llama
+
+    (hf_gpt2 if family == "gpt2" else hf_llama).export(ours, tmp_path / "out")
+    cls = transformers.GPT2LMHeadModel if family == "gpt2" else transformers.LlamaForCausalLM
+    back = cls.from_pretrained(tmp_path / "out").eval()
+    ids = _ids(ours.config.vocab_size)
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids).logits, hf(ids).logits, atol=ATOL, rtol=1e-4)
+    again = zeroformer.load(tmp_path / "out")
+    for (k, v), (k2, v2) in zip(ours.state_dict().items(), again.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+
+
+def test_export_our_config_as_gpt2(tmp_path):
+    """A model trained from one of our presets (exact GELU, untied) exports to transformers."""
+    from zeroformer.io import hf_gpt2
+    from zeroformer.models.decoder import Decoder
+
+    cfg = zeroformer.preset("tiny", activation="gelu", tie_embeddings=False, dropout=0.0)
+    ours = Decoder(cfg).eval()
+    hf_gpt2.export(ours, tmp_path)
+    back = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    ids = _ids(cfg.vocab_size)
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids).logits, ours(ids), atol=ATOL, rtol=1e-4)
+
+
+def test_export_refuses_what_the_format_cannot_hold(tmp_path):
+    from zeroformer.io import hf_gpt2, hf_llama
+    from zeroformer.models.decoder import Decoder
+
+    llama_like = Decoder(zeroformer.preset("tiny", position="rope", norm="rmsnorm", bias=False))
+    with pytest.raises(UserError, match="GPT-2"):
+        hf_gpt2.export(llama_like, tmp_path / "a")
+    with pytest.raises(UserError, match="LLaMA"):
+        hf_llama.export(Decoder(zeroformer.preset("tiny")), tmp_path / "b")
+
+
+def test_bad_hf_folders(tmp_path):
+    hf, _ = make_llama(tmp_path)
+    import json
+
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["rope_parameters"] = {"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="yarn"):
+        zeroformer.load(tmp_path)
+    cfg["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e4}
+    cfg["num_hidden_layers"] = 3          # the file holds 2 layers
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="missing"):
+        zeroformer.load(tmp_path)
