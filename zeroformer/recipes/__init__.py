@@ -1,0 +1,84 @@
+"""Recipes: named, ready-to-run training set-ups (`zeroformer train RECIPE`).
+
+Every module in this package may define ``RECIPES = {name: Recipe(...)}``; they are discovered
+with pkgutil, so adding a recipe is adding a module. A Recipe holds:
+
+    name, description
+    preset + model_overrides   -> the ModelConfig (zeroformer/config.py)
+    train_defaults             -> the TrainConfig (zeroformer/train/config.py)
+    build(model_cfg, train_cfg) -> Task   builds tokenizer, data and model (zeroformer/train/task.py)
+
+`--key=value` on the command line overrides any field of either config by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..config import ModelConfig, preset
+from ..errors import UserError
+from ..train.config import TrainConfig
+
+
+@dataclass
+class Recipe:
+    name: str
+    description: str
+    build: Callable  # (ModelConfig, TrainConfig) -> Task
+    preset: str = "tiny"
+    model_overrides: dict = field(default_factory=dict)
+    train_defaults: dict = field(default_factory=dict)
+
+    def model_config(self, **overrides) -> ModelConfig:
+        return preset(self.preset, **{**self.model_overrides, **overrides})
+
+    def train_config(self, **overrides) -> TrainConfig:
+        return TrainConfig.from_dict({**self.train_defaults, **overrides})
+
+
+_REGISTRY: dict[str, Recipe] | None = None
+
+
+def all_recipes() -> dict[str, Recipe]:
+    """{name: Recipe} from every module of this package (a broken module is reported, skipped)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        found: dict[str, Recipe] = {}
+        for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+            try:
+                module = importlib.import_module(f".{info.name}", __name__)
+            except Exception as e:  # one broken recipe module must not break the others
+                sys.stderr.write(f"zeroformer: warning: recipe module {info.name} failed to "
+                                 f"import: {type(e).__name__}: {e}\n")
+                continue
+            for name, recipe in getattr(module, "RECIPES", {}).items():
+                if name in found:
+                    raise RuntimeError(f"recipe {name!r} defined twice ({info.name})")
+                found[name] = recipe
+        _REGISTRY = dict(sorted(found.items()))
+    return _REGISTRY
+
+
+def get(name: str) -> Recipe:
+    recipes = all_recipes()
+    if name not in recipes:
+        raise UserError(f"unknown recipe {name!r}; known: {', '.join(recipes) or '(none)'} "
+                        "(see `zeroformer train --list`)")
+    return recipes[name]
+
+
+def field_types() -> dict[str, tuple[str, type]]:
+    """{field name: ("model" | "train", annotated type)} for --key=value overrides."""
+    import typing
+
+    out = {}
+    for kind, cls in (("model", ModelConfig), ("train", TrainConfig)):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            out[f.name] = (kind, hints[f.name])
+    return out

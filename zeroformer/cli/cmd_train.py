@@ -1,0 +1,126 @@
+"""`zeroformer train RECIPE --out DIR [--max-steps N] [--save-every N] [--seed S] [--resume]
+[--key=value ...]`: train a recipe (zeroformer/recipes), checkpointing into DIR.
+
+--key=value overrides any ModelConfig or TrainConfig field by name, converted to the field's type
+(e.g. --n_layer=2 --batch_size=8 --lr=3e-4 --dtype=bf16 --dropout=0.0; dashes work too:
+--batch-size=8). `zeroformer train --list` lists the recipes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+import typing
+
+from ..errors import UserError
+
+
+def register(subparsers):
+    p = subparsers.add_parser("train", help="train a recipe (zeroformer train --list)",
+                              description=__doc__, allow_abbrev=False,
+                              epilog="Any other --key=value sets a model or training field.")
+
+    class TrainParser(type(p)):
+        """Keeps unknown `--key=value` words as overrides instead of rejecting them."""
+
+        def parse_known_args(self, args=None, namespace=None):
+            ns, rest = super().parse_known_args(args, namespace)
+            ns.overrides = list(getattr(ns, "overrides", None) or []) + list(rest)
+            return ns, []
+
+    p.__class__ = TrainParser
+    p.add_argument("recipe", nargs="?", metavar="RECIPE", help="recipe name (see --list)")
+    p.add_argument("--out", metavar="DIR", help="run folder: step-N checkpoints + latest.json")
+    p.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps (max_steps)")
+    p.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps")
+    p.add_argument("--seed", type=int, metavar="S", help="random seed (model init, data, dropout)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--list", action="store_true", help="list the recipes and exit")
+    p.set_defaults(func=run, overrides=[])
+
+
+def convert(key: str, text: str, typ):
+    """Convert `text` to the annotated dataclass field type `typ` (int, float, bool, str,
+    X | None, dict); raise UserError naming the flag on failure."""
+    args = typing.get_args(typ)
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null"):
+            return None
+        typ = next(a for a in args if a is not type(None))
+    try:
+        if typ is bool:
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            return int(text)
+        if typ is float:
+            return float(text)
+        if typ is dict or typing.get_origin(typ) is dict:
+            value = json.loads(text)
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
+        return str(text)
+    except ValueError:
+        name = getattr(typ, "__name__", str(typ))
+        raise UserError(f"--{key}={text}: expected {'a JSON object' if typ is dict else name}") from None
+
+
+def parse_overrides(words) -> tuple[dict, dict]:
+    """['--n_layer=2', '--lr=3e-4'] -> ({model fields}, {train fields})."""
+    from ..recipes import field_types
+
+    fields = field_types()
+    model, train = {}, {}
+    for word in words:
+        if not word.startswith("--") or "=" not in word:
+            raise UserError(f"unexpected argument {word!r}: overrides are written --key=value")
+        key, value = word[2:].split("=", 1)
+        key = key.replace("-", "_")
+        if key not in fields:
+            raise UserError(f"unknown option --{key} (not a model or training field; "
+                            "see zeroformer/config.py and zeroformer/train/config.py)")
+        kind, typ = fields[key]
+        (model if kind == "model" else train)[key] = convert(key, value, typ)
+    return model, train
+
+
+def run(args):
+    from .. import recipes
+
+    if args.list:
+        table = recipes.all_recipes()
+        width = max((len(n) for n in table), default=0)
+        for name, r in table.items():
+            print(f"{name:<{width}}  {r.description}")
+        return 0
+    if not args.recipe:
+        raise UserError("train: give a RECIPE name (see `zeroformer train --list`)")
+    recipe = recipes.get(args.recipe)
+    model_over, train_over = parse_overrides(args.overrides)
+    if not args.out:
+        raise UserError("train: --out DIR is required (the run folder for checkpoints)")
+    for flag, key in (("max_steps", "max_steps"), ("save_every", "save_every"), ("seed", "seed")):
+        if getattr(args, flag) is not None:
+            train_over[key] = getattr(args, flag)
+    mcfg = recipe.model_config(**model_over)
+    tcfg = recipe.train_config(**train_over)
+    if tcfg.block_size > mcfg.max_seq_len and "max_seq_len" not in model_over:
+        mcfg = mcfg.replace(max_seq_len=tcfg.block_size)
+
+    from ..train import Trainer
+    from ..train.trainer import seed_everything
+
+    seed_everything(tcfg.seed)  # model init is a function of the seed
+    task = recipe.build(mcfg, tcfg)
+    trainer = Trainer(task, tcfg, args.out, meta={"recipe": recipe.name})
+    result = trainer.fit(resume=args.resume)
+    evals = [e for e in result["log"] if "val_loss" in e]
+    tail = f"; val_loss {evals[-1]['val_loss']:.4f}" if evals else ""
+    sys.stderr.write(f"done: step {result['step']}; checkpoint {result['checkpoint']}{tail}\n")
+    return 0

@@ -1,0 +1,84 @@
+"""`TrainConfig`: every training knob, by the name `zeroformer train --key=value` uses.
+
+The names are chosen once and never collide with `ModelConfig` fields, so one `--key=value`
+namespace covers both (tests check it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..errors import UserError
+
+SCHEDULES = ("cosine", "noam", "constant")
+TRAIN_DTYPES = ("fp32", "bf16")
+
+# Fields that may differ between a run and its `--resume` (they do not change the arithmetic).
+RESUMABLE_CHANGES = frozenset({"max_steps", "eval_every", "eval_steps", "save_every",
+                               "keep_checkpoints", "log_every", "progress", "device"})
+
+
+@dataclass
+class TrainConfig:
+    # data
+    batch_size: int = 16          # sequences per micro-batch
+    block_size: int = 128         # tokens per training sequence (context length while training)
+    grad_accum: int = 1           # micro-batches per optimizer step (effective batch = product)
+    # length
+    max_steps: int = 1000         # optimizer steps
+    # learning-rate schedule (zeroformer/train/schedules.py)
+    schedule: str = "cosine"      # cosine: linear warmup to lr, cosine to min_lr at max_steps
+                                  # noam:   noam_factor * d_model^-0.5 * min(t^-0.5, t*warmup^-1.5)
+                                  # constant: linear warmup to lr, then lr
+    lr: float = 1e-3              # peak learning rate (cosine, constant; unused by noam)
+    min_lr: float = 1e-4          # cosine floor
+    warmup_steps: int = 100
+    noam_factor: float = 1.0      # the scale factor of the paper's schedule
+    # AdamW (decoupled weight decay; zeroformer/train/optim.py)
+    weight_decay: float = 0.1     # on weight matrices only; not biases, norms, embeddings
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0        # max global L2 norm of the gradient; 0 = off
+    label_smoothing: float = 0.0  # epsilon_ls of the paper (0.1 there)
+    # evaluation, logging, checkpoints
+    eval_every: int = 200         # steps between evaluations; 0 = only at the end
+    eval_steps: int = 20          # batches per evaluation
+    log_every: int = 50           # steps between logged (and printed) training losses
+    save_every: int = 500         # steps between checkpoints; 0 = only at the end
+    keep_checkpoints: int = 2     # newest step-* folders kept in --out
+    progress: bool = True         # tqdm progress bar (loss, tokens/s, ETA) on stderr
+    # reproducibility and numerics
+    seed: int = 1337
+    dtype: str = "fp32"           # fp32, or bf16 autocast (weights and optimizer stay fp32)
+    device: str = "auto"          # auto (cuda if available), cpu, cuda, cuda:1, mps
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"schedule={self.schedule!r} is not one of {SCHEDULES}")
+        if self.dtype not in TRAIN_DTYPES:
+            raise UserError(f"dtype={self.dtype!r} is not one of {TRAIN_DTYPES}")
+        for name in ("batch_size", "block_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        for name in ("max_steps", "warmup_steps", "eval_every", "eval_steps", "log_every",
+                     "save_every", "keep_checkpoints"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if self.schedule == "noam" and self.warmup_steps < 1:
+            raise UserError("schedule=noam needs warmup_steps >= 1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UserError(f"unknown training field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,44 @@
+"""Learning-rate schedules: pure functions of the optimizer step t = 1, 2, ..., max_steps.
+
+Being pure functions of the step, they need no saved state: resuming at step t is exact.
+
+noam (Vaswani et al. 2017, eq. 3):
+    lr(t) = noam_factor * d_model^-0.5 * min(t^-0.5, t * warmup^-1.5)
+    rises linearly for `warmup` steps, peaks at t = warmup, then decays as 1/sqrt(t).
+cosine (linear warmup, then cosine decay):
+    lr(t) = lr * t / warmup                                   t <= warmup
+    lr(t) = min_lr + (lr - min_lr) * (1 + cos(pi * p)) / 2    p = (t - warmup) / (max_steps - warmup)
+    so lr(warmup) = lr and lr(max_steps) = min_lr; min_lr after max_steps.
+constant: the same linear warmup, then lr.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def noam(t: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
+    t = max(t, 1)
+    return factor * d_model ** -0.5 * min(t ** -0.5, t * warmup ** -1.5)
+
+
+def warmup_cosine(t: int, lr: float, min_lr: float, warmup: int, max_steps: int) -> float:
+    if warmup > 0 and t <= warmup:
+        return lr * t / warmup
+    if t >= max_steps:
+        return min_lr
+    p = (t - warmup) / max(1, max_steps - warmup)
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def constant(t: int, lr: float, warmup: int) -> float:
+    return lr * t / warmup if warmup > 0 and t <= warmup else lr
+
+
+def lr_at(t: int, cfg, d_model: int) -> float:
+    """The learning rate for optimizer step `t` under TrainConfig `cfg`."""
+    if cfg.schedule == "noam":
+        return noam(t, d_model, cfg.warmup_steps, cfg.noam_factor)
+    if cfg.schedule == "cosine":
+        return warmup_cosine(t, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
+    return constant(t, cfg.lr, cfg.warmup_steps)

@@ -1,0 +1,231 @@
+"""The one trainer: every model family trains through `Trainer(task, cfg, out).fit()`.
+
+One optimizer step t (1-based):
+    lr <- schedule(t)
+    for micro in 0..grad_accum-1:            batch i = (t-1)*grad_accum + micro (pure of seed, i)
+        loss_m, n_m = task.loss(model, batch_i)          (under bf16 autocast if dtype=bf16)
+        (loss_m / grad_accum).backward()                  gradients of the mean micro-batch loss
+    clip ||g||_2 <= grad_clip;  AdamW step;  zero grads
+    every eval_every: mean held-out loss (token-weighted) + task.on_eval(model)
+    every save_every (and at the end): OUT/step-XXXXXXXX + latest.json (zeroformer/io/checkpoint.py)
+
+Exact resume: a checkpoint holds the weights, the AdamW moments and step counts, the step, and the
+torch / python / numpy RNG states. Batches and learning rates are pure functions of the step, so a
+run killed at any moment and resumed from its latest checkpoint ends with the same weights, bit
+for bit (deterministic CPU kernels), as a run that never stopped. Evaluation runs under a forked
+RNG, so how often one evaluates never changes training.
+
+A non-finite loss stops the run with `LossDiverged` (a UserError: one line, exit 2) that names
+the step and the last good checkpoint; nothing is saved after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..io import checkpoint as ckpt
+from .config import RESUMABLE_CHANGES, TrainConfig
+from .data import count_tokens, to_device
+from .optim import build_optimizer
+from .progress import Progress
+from .schedules import lr_at
+
+
+class LossDiverged(UserError):
+    """The training loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name!r} is not a torch device (auto, cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name!r} but no CUDA GPU is available")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, task, cfg: TrainConfig, out=None, meta: dict | None = None):
+        self.task, self.cfg = task, cfg
+        self.out = Path(out) if out is not None else None
+        self.meta = dict(meta or {})  # e.g. {"recipe": "toy"}: stored in trainer_state.json
+        self.device = resolve_device(cfg.device)
+        self.model = task.model.to(self.device)
+        if cfg.block_size > self.model.config.max_seq_len and self.model.config.position != "rope":
+            raise UserError(f"block_size={cfg.block_size} exceeds the model's "
+                            f"max_seq_len={self.model.config.max_seq_len}")
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.step = 0
+        self.log: list[dict] = []
+        self.last_checkpoint: Path | None = None
+
+    # -- resume ---------------------------------------------------------------------------------
+    def resume(self) -> int:
+        """Restore everything from `out`/latest.json. Returns the step training continues after."""
+        folder = ckpt.latest_checkpoint(self.out) if self.out is not None else None
+        if folder is None:
+            raise UserError(f"nothing to resume: {self.out} has no latest.json")
+        state, tensors = ckpt.load_trainer_state(folder)
+        self._check_compatible(folder, state)
+        ckpt.load_weights(self.model, folder)
+        ckpt.load_optimizer(self.optimizer, folder)
+        self.step, self.log = int(state["step"]), list(state.get("log", []))
+        rng = state.get("rng", {})
+        if "python" in rng:
+            v, internal, gauss = rng["python"]
+            random.setstate((v, tuple(internal), gauss))
+        if "numpy" in rng:
+            kind, keys, pos, has_gauss, cached = rng["numpy"]
+            np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(tensors["rng.torch"])
+        if self.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.last_checkpoint = folder
+        return self.step
+
+    def _check_compatible(self, folder: Path, state: dict) -> None:
+        saved_model = json.loads((folder / ckpt.CONFIG_FILE).read_text())
+        now_model = self.model.config.to_dict()
+        diff = sorted(k for k in set(saved_model) | set(now_model)
+                      if saved_model.get(k) != now_model.get(k))
+        saved_train, now_train = state.get("train_config", {}), self.cfg.to_dict()
+        diff += sorted(k for k in set(saved_train) | set(now_train)
+                       if k not in RESUMABLE_CHANGES and saved_train.get(k) != now_train.get(k))
+        if diff:
+            what = ", ".join(f"{k} (checkpoint {saved_model.get(k, saved_train.get(k))!r}, "
+                             f"now {now_model.get(k, now_train.get(k))!r})" for k in diff[:4])
+            raise UserError(f"cannot resume from {folder}: the configuration differs: {what}"
+                            + (f" and {len(diff) - 4} more" if len(diff) > 4 else ""))
+        if self.meta.get("recipe") and state.get("recipe") not in (None, self.meta["recipe"]):
+            raise UserError(f"cannot resume from {folder}: it was trained with recipe "
+                            f"{state['recipe']!r}, not {self.meta['recipe']!r}")
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save(self) -> Path:
+        tensors = {"rng.torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        np_state = np.random.get_state()
+        py = random.getstate()
+        state = {**self.meta, "step": self.step, "train_config": self.cfg.to_dict(),
+                 "log": self.log,
+                 "rng": {"python": [py[0], list(py[1]), py[2]],
+                         "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]),
+                                   int(np_state[3]), float(np_state[4])]}}
+        self.last_checkpoint = ckpt.save_run_checkpoint(
+            self.out, self.step, self.model, keep=self.cfg.keep_checkpoints,
+            tokenizer=getattr(self.task, "tokenizer", None), trainer_state=state,
+            optimizer=self.optimizer, extra_tensors=tensors)
+        return self.last_checkpoint
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def autocast(self):
+        if self.cfg.dtype == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Token-weighted mean loss over task.eval_batches(), plus task.on_eval(model)."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # evaluation never perturbs training RNG
+            self.model.eval()
+            try:
+                total, count = 0.0, 0
+                for batch in self.task.eval_batches():
+                    with self.autocast():
+                        loss, n = self.task.loss(self.model, to_device(batch, self.device))
+                    total, count = total + float(loss) * n, count + n
+                result = {"val_loss": total / count} if count else {}
+                result.update(self.task.on_eval(self.model) or {})
+            finally:
+                self.model.train()
+        return result
+
+    # -- the loop -------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict:
+        """Train to cfg.max_steps (from scratch, or from `out`/latest.json when `resume`)."""
+        cfg, model, task = self.cfg, self.model, self.task
+        if resume:
+            self.resume()
+        else:
+            if self.out is not None and (self.out / ckpt.LATEST_FILE).exists():
+                raise UserError(f"{self.out} already holds a training run; pass --resume to "
+                                "continue it, or choose another --out")
+            seed_everything(cfg.seed)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        d_model = model.config.d_model
+        model.train()
+        bar = Progress(self.step, cfg.max_steps, enabled=cfg.progress)
+        t0, loss_sum, loss_n = time.perf_counter(), 0.0, 0
+        try:
+            for step in range(self.step + 1, cfg.max_steps + 1):
+                lr = lr_at(step, cfg, d_model)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                step_loss, step_tokens = 0.0, 0
+                for micro in range(cfg.grad_accum):
+                    batch = task.train_batch((step - 1) * cfg.grad_accum + micro)
+                    step_tokens += count_tokens(batch)
+                    with self.autocast():
+                        loss, _ = task.loss(model, to_device(batch, self.device))
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        self._diverged(step, value)
+                    (loss / cfg.grad_accum).backward()
+                    step_loss += value / cfg.grad_accum
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step = step
+                loss_sum, loss_n = loss_sum + step_loss, loss_n + 1
+                bar.update(step_tokens, step_loss, lr)
+                last = step == cfg.max_steps
+                if (cfg.log_every and step % cfg.log_every == 0) or last:
+                    entry = {"step": step, "loss": loss_sum / loss_n, "lr": lr,
+                             "time_s": round(time.perf_counter() - t0, 3)}
+                    self.log.append(entry)
+                    bar.write(f"step {step:6d} | loss {entry['loss']:.4f} | lr {lr:.3e}")
+                    loss_sum, loss_n = 0.0, 0
+                if (cfg.eval_every and step % cfg.eval_every == 0) or last:
+                    result = self.evaluate()
+                    if result:
+                        self.log.append({"step": step, **result})
+                        bar.write(f"step {step:6d} | " + " | ".join(_fmt(k, v)
+                                                                    for k, v in result.items()))
+                if self.out is not None and ((cfg.save_every and step % cfg.save_every == 0)
+                                             or last):
+                    self.save()
+        finally:
+            bar.close()
+        task.on_end(model)
+        return {"step": self.step, "log": self.log, "checkpoint": self.last_checkpoint}
+
+    def _diverged(self, step: int, value: float):
+        where = (f"last good checkpoint: {self.last_checkpoint}" if self.last_checkpoint
+                 else "no checkpoint was saved")
+        raise LossDiverged(f"loss became {value} at step {step}; {where} "
+                           "(try a lower lr, more warmup_steps, or grad_clip)")
+
+
+def _fmt(k, v):
+    return f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {str(v)[:200]!r}"
