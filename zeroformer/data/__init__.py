@@ -11,7 +11,7 @@ packages.py / bible.py / austen.py / fortunes.py for what each dataset contains.
 
 from __future__ import annotations
 
-from . import packages  # noqa: F401  (registers the builders)
+from . import austen, bible, fortunes, packages  # noqa: F401  (importing registers the builders)
 from .cache import REGISTRY, fetch, home, locate
 
 # The set the test suite needs: `zeroformer data fetch --all-test`.
