@@ -271,3 +271,17 @@ def test_fortune_splitting_and_overstrike():
 
     assert split_quotes("one\n%\ntwo\nlines\n%\n\n%\n") == ["one", "two\nlines"]
     assert overstrike("_\bI_\bt") == "It" and overstrike("abc\b\b\b___") == "abc"
+
+
+def test_an_outdated_build_is_rebuilt(tmp_path, monkeypatch):
+    def build(tmp, work, quiet):
+        (tmp / "a.txt").write_text("new")
+        return "a.txt"
+
+    _fake(monkeypatch, tmp_path, build)
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "a.txt").write_text("old")
+    (tmp_path / "fake" / fetchmod.MARKER).write_text('{"version": 0, "result": "a.txt"}')
+    assert data.locate("fake") is None
+    assert data.fetch("fake", quiet=True).read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".fake.lock", "fake"]

