@@ -36,13 +36,21 @@ def check_sampling_args(temperature=0.0, top_k=None, top_p=None, num_beams=1,
 
 
 # ------------------------------------------------------------------------------ logits processing
-def apply_repetition_penalty(logits, seen_ids, penalty: float):
-    """CTRL-style: a token already present has its logit divided by `penalty` (multiplied if < 0)."""
+def apply_repetition_penalty(logits, seen_ids, penalty: float, mask=None):
+    """CTRL-style: a token already present has its logit divided by `penalty` (multiplied if < 0).
+
+    logits (B, V); seen_ids (B, T); mask (B, T) or None: padding (0) does not count as seen, as
+    in transformers (left padding of a batch is not part of the text).
+    """
     if penalty == 1.0:
         return logits
-    prev = logits.gather(1, seen_ids)
-    logits = logits.scatter(1, seen_ids, torch.where(prev < 0, prev * penalty, prev / penalty))
-    return logits
+    v = logits.size(-1)
+    if mask is not None:  # send padding to a spare column V that is dropped below
+        seen_ids = seen_ids.masked_fill(mask[:, -seen_ids.size(1):] == 0, v)
+    seen = torch.zeros(logits.size(0), v + 1, dtype=torch.bool, device=logits.device)
+    seen = seen.scatter_(1, seen_ids, True)[:, :v]
+    penalized = torch.where(logits < 0, logits * penalty, logits / penalty)
+    return torch.where(seen, penalized, logits)
 
 
 def filter_top_k_top_p(logits, top_k=None, top_p=None):
@@ -90,7 +98,7 @@ def sample(session, prompt, max_new_tokens, attention_mask=None, temperature=0.0
     feed = prompt
     for _ in range(max_new_tokens):
         logits = session.step(feed, mask).float()
-        logits = apply_repetition_penalty(logits, seqs, repetition_penalty)
+        logits = apply_repetition_penalty(logits, seqs, repetition_penalty, mask)
         tok = next_tokens(logits, temperature, top_k, top_p, generator)
         tok = torch.where(done, torch.full_like(tok, pad), tok)
         seqs = torch.cat([seqs, tok[:, None]], dim=1)
