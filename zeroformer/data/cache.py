@@ -146,7 +146,9 @@ def _run(cmd, cwd, quiet, what):
     except FileNotFoundError:
         raise UserError(f"{what}: {cmd[0]} not found on this machine") from None
     if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        errors = [ln for ln in lines if ln.startswith(("ERROR", "E:"))]
+        tail = " | ".join((errors or lines)[-2:])
         raise UserError(f"{what} failed (exit {proc.returncode}): {tail}")
     if not quiet and proc.stdout.strip():
         last = proc.stdout.strip().splitlines()[-1]
