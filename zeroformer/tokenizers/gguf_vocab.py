@@ -1,0 +1,88 @@
+"""The tokenizer stored in a ``.gguf`` file's metadata (llama.cpp's format), read with `gguf`.
+
+Keys used (byte-level BPE, ``tokenizer.ggml.model == "gpt2"``):
+
+| key                                   | meaning                                             |
+|---------------------------------------|-----------------------------------------------------|
+| tokenizer.ggml.tokens                 | id -> token, spelled with GPT-2's byte<->unicode map |
+| tokenizer.ggml.merges                 | ``"a b"`` merges in rank order                      |
+| tokenizer.ggml.token_type             | 1 normal, 3 control (special), 4 user-defined (whole) |
+| tokenizer.ggml.pre                    | which pre-tokenizer regexes the vocabulary was learned with |
+| tokenizer.ggml.{bos,eos,unknown,padding}_token_id, add_bos_token, add_eos_token | roles |
+| tokenizer.chat_template               | the Jinja chat template (`tok.chat_template`)       |
+
+``pre`` -> regexes, as llama.cpp applies them (facts from its llama-vocab.cpp): "gpt2" uses the
+GPT-2 pattern; "smollm" splits every digit first (``\\p{N}``) then GPT-2; the LLaMA-3 family and
+Qwen2 use their own single pattern (LLaMA-3 also takes a piece that is a whole token as is). Other pre-tokenizers and SentencePiece (``"llama"``) GGUF
+vocabularies are refused with a UserError.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+from .bpe import GPT2_PATTERN, BPETokenizer
+from .bpe_io import CL100K_PATTERN
+
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+PRE_PATTERNS = {
+    "gpt2": [GPT2_PATTERN], "gpt-2": [GPT2_PATTERN], "mpt": [GPT2_PATTERN], "olmo": [GPT2_PATTERN],
+    "smollm": [r"\p{N}", GPT2_PATTERN],
+    "qwen2": [QWEN2_PATTERN], "deepseek-r1-qwen": [QWEN2_PATTERN],
+    **{k: [CL100K_PATTERN] for k in ("llama3", "llama-v3", "llama-bpe", "falcon3", "dbrx",
+                                     "smaug-bpe")},
+}
+IGNORE_MERGES = {"llama3", "llama-v3", "llama-bpe", "falcon3"}  # a piece that is a token stays whole
+CONTROL, USER_DEFINED = 3, 4
+
+
+def read_gguf_metadata(path: Path) -> dict:
+    """All key/value metadata of a GGUF file (arrays as lists, strings decoded)."""
+    try:
+        from gguf import GGUFReader
+    except ImportError:  # pragma: no cover - gguf is a test/extra dependency
+        raise UserError("reading .gguf files needs the `gguf` package: pip install gguf") from None
+    try:
+        reader = GGUFReader(str(path), "r")
+        return {k: f.contents() for k, f in reader.fields.items()}
+    except (ValueError, IndexError, KeyError, OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a readable GGUF file (truncated or foreign?): {e}") from None
+
+
+def load_gguf_tokenizer(path, metadata=None) -> BPETokenizer:
+    """Build the BPE tokenizer a GGUF file describes (pass `metadata` if already read)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"GGUF file not found: {p}")
+    md = metadata if metadata is not None else read_gguf_metadata(p)
+    model = md.get("tokenizer.ggml.model")
+    if model is None or "tokenizer.ggml.tokens" not in md:
+        raise UserError(f"{p}: this GGUF file carries no tokenizer (no tokenizer.ggml.* metadata)")
+    if model != "gpt2":
+        raise UserError(f"{p}: GGUF tokenizer model {model!r} is not supported (byte-level BPE "
+                        "'gpt2' only)")
+    pre = md.get("tokenizer.ggml.pre", "gpt2")
+    if pre not in PRE_PATTERNS:
+        raise UserError(f"{p}: GGUF pre-tokenizer {pre!r} is not supported "
+                        f"(known: {', '.join(sorted(PRE_PATTERNS))})")
+    tokens = md["tokenizer.ggml.tokens"]
+    types = md.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    merges = [tuple(m.split(" ", 1)) for m in md.get("tokenizer.ggml.merges") or []]
+    if not merges:
+        raise UserError(f"{p}: GGUF BPE vocabulary without tokenizer.ggml.merges")
+    vocab = {t: i for i, t in reversed(list(enumerate(tokens)))}
+    specials = {t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (CONTROL, USER_DEFINED)}
+    roles = {}
+    for role, key in (("bos", "bos_token_id"), ("eos", "eos_token_id"),
+                      ("unk", "unknown_token_id"), ("pad", "padding_token_id")):
+        i = md.get(f"tokenizer.ggml.{key}")
+        if i is not None and 0 <= int(i) < len(tokens):
+            roles[role] = tokens[int(i)]
+            specials.setdefault(tokens[int(i)], int(i))
+    return BPETokenizer(vocab, merges, PRE_PATTERNS[pre], specials, roles,
+                        ignore_merges=pre in IGNORE_MERGES,
+                        add_bos=bool(md.get("tokenizer.ggml.add_bos_token", False)),
+                        add_eos=bool(md.get("tokenizer.ggml.add_eos_token", False)),
+                        chat_template=md.get("tokenizer.chat_template"))
