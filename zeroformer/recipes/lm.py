@@ -41,14 +41,24 @@ class CharLMTask(LMTask):
     sample_tokens = 300
 
     def on_end(self, model):
-        """Print a sample: temperature 0.8 continuation of a newline (skipped without generate)."""
+        """Print a sample: a temperature-0.8 continuation of a newline (skipped without generate).
+
+        The model sees at most max_seq_len characters, so a long sample is generated in windows:
+        each call continues the last max_seq_len // 2 characters.
+        """
         if not hasattr(model, "generate"):
             return
-        prompt = torch.tensor([self.tokenizer.encode("\n")],
-                              device=next(model.parameters()).device)
-        out = model.generate(prompt, max_new_tokens=self.sample_tokens, temperature=0.8,
-                             seed=self.seed)
-        text = self.tokenizer.decode(out[0].tolist())
+        device = next(model.parameters()).device
+        ctx = model.config.max_seq_len
+        out = self.tokenizer.encode("\n")
+        start = len(out)
+        while len(out) - start < self.sample_tokens:
+            window = out[-(ctx // 2):]
+            n = min(self.sample_tokens - (len(out) - start), ctx - len(window))
+            ids = model.generate(torch.tensor([window], device=device), max_new_tokens=n,
+                                 temperature=0.8, seed=self.seed + len(out))
+            out += ids[0, len(window):].tolist()
+        text = self.tokenizer.decode(out[start:])
         sys.stdout.write(f"--- sample ({self.sample_tokens} characters, temperature 0.8) ---\n"
                          f"{text.strip()}\n---\n")
         sys.stdout.flush()
@@ -86,7 +96,7 @@ RECIPES = {
         build=build_shakespeare_char, preset="tiny",
         model_overrides=dict(n_layer=4, d_model=128, n_head=4, d_ff=512, max_seq_len=128,
                              dropout=0.1),
-        train_defaults=dict(batch_size=32, block_size=128, max_steps=2000, lr=1e-3, min_lr=1e-4,
+        train_defaults=dict(batch_size=16, block_size=128, max_steps=2000, lr=1e-3, min_lr=1e-4,
                             warmup_steps=100, eval_every=250, eval_steps=20, log_every=50,
                             save_every=500, beta2=0.99, weight_decay=0.1)),
 }
