@@ -44,7 +44,8 @@ def run_fetch(args):
         names += data.TEST_DATASETS
     names = list(dict.fromkeys(names))  # de-duplicate, keep order
     if not names:
-        raise UserError("data fetch: give dataset names, --all or --all-test (see `zeroformer data list`)")
+        raise UserError("data fetch: give dataset names, --all or --all-test "
+                        "(see `zeroformer data list`)")
     for name in args.names:  # check the typed names before downloading anything
         if name not in data.DATASETS:
             raise UserError(f"unknown dataset {name!r} (known: {', '.join(data.DATASETS)})")

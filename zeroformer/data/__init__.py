@@ -11,7 +11,9 @@ packages.py / bible.py / austen.py / fortunes.py for what each dataset contains.
 
 from __future__ import annotations
 
-from . import austen, bible, fortunes, packages  # noqa: F401  (importing registers the builders)
+# Importing a module registers its builders; this order is the order of `zeroformer data list`.
+from . import packages  # noqa: F401,I001
+from . import bible, austen, fortunes  # noqa: F401,I001
 from .cache import REGISTRY, fetch, home, locate
 
 # The set the test suite needs: `zeroformer data fetch --all-test`.

