@@ -83,3 +83,16 @@ def test_bad_files(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no tokenizer file"):
         load_tokenizer(tmp_path / "empty")
+
+
+def test_word_tokenizer(tmp_path):
+    from zeroformer.tokenizers.word import WordTokenizer
+
+    tok = WordTokenizer.train(TEXT * 3, vocab_size=12)
+    assert tok.vocab_size == 12 and tok.unk_token_id == 1
+    ids = tok.encode("speak, speak. Zebra")
+    assert ids[-1] == tok.unk_token_id and ids[0] == ids[2]
+    assert tok.encode("speak", add_special_tokens=True) == [tok.bos_token_id, ids[0], tok.eos_token_id]
+    assert tok.decode(tok.encode("Speak, speak.")) == "Speak, speak."
+    again = load_tokenizer(tok.save(tmp_path / "w.json"))
+    assert again.encode("speak, Zebra") == tok.encode("speak, Zebra")

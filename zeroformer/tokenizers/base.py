@@ -230,9 +230,10 @@ class Tokenizer:
 
     # ---- files -----------------------------------------------------------------------------
     def save(self, path) -> Path:
-        """Write the tokenizer as one JSON file; a folder gets ``tokenizer.json`` inside it."""
+        """Write the tokenizer as one JSON file; a folder (or a path without a suffix) gets
+        ``tokenizer.json`` inside it. Returns the file's path."""
         p = Path(path)
-        if p.is_dir():
+        if p.is_dir() or not p.suffix:
             p = p / TOKENIZER_FILE
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
