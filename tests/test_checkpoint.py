@@ -111,6 +111,8 @@ def test_pickle_files_are_refused(tmp_path, name):
         zeroformer.load(folder / name)
     with pytest.raises(UserError, match="pickle"):
         ckpt.load_checkpoint(folder)
+    if name != "model.pt":
+        return
     r = subprocess.run([sys.executable, "-m", "zeroformer", "generate", str(folder / name)],
                        capture_output=True, text=True)
     if "invalid choice" in r.stderr:

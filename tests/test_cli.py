@@ -121,7 +121,6 @@ def test_nan_loss_exits_2_naming_the_step(tmp_path, capsys, monkeypatch):
     assert line and "step 3" in line[0] and "step-00000002" in line[0], err
 
 
-def test_resume_without_a_run_exits_2(tmp_path):
-    r = cli("train", "toy", "--out", str(tmp_path / "empty"), "--resume")
-    assert r.returncode == 2
-    assert_one_line_error(r.stderr, "nothing to resume")
+def test_resume_without_a_run_exits_2(tmp_path, capsys):
+    assert main(["train", "toy", "--out", str(tmp_path / "empty"), "--resume"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "nothing to resume")
