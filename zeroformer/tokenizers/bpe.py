@@ -8,8 +8,9 @@ Text -> ids in three steps:
 2. bytes -> symbols: each piece's UTF-8 bytes are spelled with 256 printable characters
    (GPT-2's byte<->unicode map: printable bytes map to themselves, the rest to U+0100...), so
    the space before a word shows as "Ġ" and every string (any Unicode) is representable.
-3. merge: start from single bytes; repeatedly merge every occurrence of the adjacent pair with the
-   lowest rank (the earliest learned merge) until no pair has a rank; look up each part's id.
+3. merge: start from single bytes; repeatedly merge the leftmost adjacent pair with the lowest
+   rank (the earliest learned merge) until no pair has a rank; look up each part's id. After a
+   merge only the two neighbouring pairs' ranks change, so only those are looked up again.
 
 The rank of a pair (a, b) comes from an explicit merge list (HF ``tokenizer.json``, ``vocab.bpe``,
 GGUF) or, for ``*.tiktoken`` files, is the rank of the token a+b (tiktoken's rule). Results are
@@ -84,11 +85,8 @@ class BPETokenizer(Tokenizer):
         self.vocab = dict(vocab)
         self.id_to_tok = {i: t for t, i in self.vocab.items()}
         self.merges = [tuple(m) for m in merges] if merges is not None else None
-        if self.merges is not None:
-            ranks = {m: r for r, m in reversed(list(enumerate(self.merges)))}
-            self._rank = lambda a, b: ranks.get((a, b))
-        else:
-            self._rank = lambda a, b: self.vocab.get(a + b)
+        self._pair_ranks = {} if self.merges is None else \
+            {m: r for r, m in reversed(list(enumerate(self.merges)))}
         self.patterns = list(patterns)
         self._compiled = [regex.compile(p) for p in self.patterns]
         self.add_prefix_space = add_prefix_space
@@ -132,29 +130,28 @@ class BPETokenizer(Tokenizer):
         return out
 
     def _bpe(self, word: str) -> list[int]:
-        """Merge the symbols of one spelled piece, lowest-ranked pair first; -> ids."""
+        """Merge the symbols of one spelled piece, leftmost lowest-ranked pair first; -> ids."""
         vocab = self.vocab
         if self.ignore_merges and word in vocab:
             return [vocab[word]]
-        parts, rank = list(word), self._rank
-        while len(parts) > 1:
-            best, best_rank = None, None
-            for i in range(len(parts) - 1):
-                r = rank(parts[i], parts[i + 1])
-                if r is not None and (best_rank is None or r < best_rank):
-                    best, best_rank = (parts[i], parts[i + 1]), r
-            if best is None:
+        parts, inf = list(word), float("inf")
+        if self.merges is None:  # tiktoken: a pair's rank is the rank of the token it makes
+            rank = lambda a, b: vocab.get(a + b, inf)  # noqa: E731
+        else:
+            ranks = self._pair_ranks
+            rank = lambda a, b: ranks.get((a, b), inf)  # noqa: E731
+        rs = [rank(a, b) for a, b in zip(parts, parts[1:])]  # rs[i] = rank of (parts[i], parts[i+1])
+        while rs:
+            best = min(rs)
+            if best == inf:
                 break
-            a, b = best
-            merged, i, n = [], 0, len(parts)
-            while i < n:  # merge every non-overlapping occurrence, left to right
-                if i < n - 1 and parts[i] == a and parts[i + 1] == b:
-                    merged.append(a + b)
-                    i += 2
-                else:
-                    merged.append(parts[i])
-                    i += 1
-            parts = merged
+            i = rs.index(best)  # the leftmost lowest-ranked pair
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+            del rs[i]
+            if i > 0:  # only the two neighbouring pairs change
+                rs[i - 1] = rank(parts[i - 1], parts[i])
+            if i < len(rs):
+                rs[i] = rank(parts[i], parts[i + 1])
         try:
             return [vocab[p] for p in parts]
         except KeyError as e:
