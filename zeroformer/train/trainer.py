@@ -69,7 +69,7 @@ class Trainer:
         self.meta = dict(meta or {})  # e.g. {"recipe": "toy"}: stored in trainer_state.json
         self.device = resolve_device(cfg.device)
         self.model = task.model.to(self.device)
-        if cfg.block_size > self.model.config.max_seq_len and self.model.config.position != "rope":
+        if cfg.block_size > self.model.config.max_seq_len:
             raise UserError(f"block_size={cfg.block_size} exceeds the model's "
                             f"max_seq_len={self.model.config.max_seq_len}")
         self.optimizer = build_optimizer(self.model, cfg)
