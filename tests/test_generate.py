@@ -143,3 +143,46 @@ def test_beam_search_runs_on_decoder(tmp_path):
 
     assert beam.shape == greedy.shape
     assert logp(beam[0]) >= logp(greedy[0]) - 1e-4
+
+
+# ------------------------------------------------------------------ inference fast paths
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_fused_projections_equal_reference(tmp_path, family):
+    """Fused q/k/v (and gate/up) give the reference logits to float rounding, cached or not."""
+    import copy
+
+    from zeroformer.nn.fast import prepare_inference
+
+    _, ref = _hf_pair(tmp_path, family)
+    fast = prepare_inference(copy.deepcopy(ref), fuse=True)
+    assert fast.blocks[0].self_attn.qkv is not None
+    assert not hasattr(fast.blocks[0].self_attn, "q_proj")
+    ids, mask = _prompts()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(ids, attention_mask=mask), ref(ids, attention_mask=mask),
+                                   atol=1e-5, rtol=1e-5)
+    kw = dict(max_new_tokens=8, attention_mask=mask, eos_token_id=None)
+    assert torch.equal(fast.generate(ids, **kw), ref.generate(ids, **kw))
+
+
+def test_int8_weight_only_close_to_reference(tmp_path):
+    """Int8 weight-only linears (bf16 activations): the logits' RMS error is under 3% of their
+    spread, the worst one under 15% (stated tolerance), and the argmax rarely moves."""
+    import copy
+
+    from zeroformer.nn.fast import Int8Linear, prepare_inference
+
+    _, ref = _hf_pair(tmp_path, "llama")
+    q = prepare_inference(copy.deepcopy(ref), fuse=True, int8=True)
+    assert isinstance(q.lm_head, Int8Linear) and isinstance(q.blocks[0].self_attn.qkv, Int8Linear)
+    ids, mask = _prompts()
+    with torch.no_grad():
+        a, b = q(ids, attention_mask=mask), ref(ids, attention_mask=mask)
+    real = mask.bool()
+    diff, spread = a[real] - b[real], b[real].std()
+    assert diff.pow(2).mean().sqrt() / spread < 0.03
+    assert diff.abs().max() / spread < 0.15
+    assert (a[real].argmax(-1) == b[real].argmax(-1)).float().mean() >= 0.8
+    # and the decoding session (cache, last_only) works with int8 layers
+    session = DecoderSession(q, ids.size(0), ids.size(1) + 2)
+    torch.testing.assert_close(session.step(ids, mask), a[:, -1])

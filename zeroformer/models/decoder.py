@@ -49,7 +49,7 @@ class Decoder(nn.Module, GenerationMixin):
             self.lm_head.weight = self.embed.tok.weight
 
     def new_cache(self, batch: int, max_len: int, dtype=None) -> ModelCache:
-        p = self.lm_head.weight
+        p = self.embed.tok.weight  # (lm_head may be an Int8Linear without .weight)
         c = self.config
         return ModelCache(LayerCache(KVCache(batch, c.n_kv_head, max_len, c.head_dim,
                                              dtype or p.dtype, p.device)) for _ in self.blocks)

@@ -150,6 +150,7 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, n_kv_head * head_dim, bias=bias)
         self.v_proj = nn.Linear(d_model, n_kv_head * head_dim, bias=bias)
         self.o_proj = nn.Linear(n_head * head_dim, d_model, bias=bias)
+        self.qkv = None               # fused q/k/v projection, set by fuse_qkv() (inference)
         self.use_sdpa = True          # False: the explicit reference formula (same numbers)
         self.keep_weights = False     # True: store the last attention weights (for pictures)
         self.last_weights = None
@@ -158,19 +159,41 @@ class MultiHeadAttention(nn.Module):
         b, t, _ = x.shape                                          # (B, T, n*d) -> (B, n, T, d)
         return x.view(b, t, n, self.head_dim).transpose(1, 2)
 
+    @torch.no_grad()
+    def fuse_qkv(self) -> None:
+        """Inference fast path (self-attention): one matmul x [W_q; W_k; W_v]^T instead of three.
+        Replaces q_proj/k_proj/v_proj by `qkv`; the outputs are the same up to float rounding."""
+        if self.cross or self.qkv is not None:
+            return
+        parts = (self.q_proj, self.k_proj, self.v_proj)
+        w = torch.cat([p.weight for p in parts])
+        self.qkv = nn.Linear(w.size(1), w.size(0), bias=self.q_proj.bias is not None,
+                             device=w.device, dtype=w.dtype)
+        self.qkv.weight.copy_(w)
+        if self.qkv.bias is not None:
+            self.qkv.bias.copy_(torch.cat([p.bias for p in parts]))
+        del self.q_proj, self.k_proj, self.v_proj
+
     def forward(self, x, memory=None, mask=None, causal=False, rope: RotaryEmbedding | None = None,
                 positions=None, cache=None):
         """x: (B, T_q, d). memory: (B, T_k, d) for cross-attention. positions: (B, T_q) for RoPE.
 
         cache: a KVCache (self-attention: new keys appended) or StaticKV (cross: filled once).
         """
-        q = self._heads(self.q_proj(x), self.n_head)
+        if self.qkv is not None:  # fused: split the one projection into q, k, v
+            hq, hkv = self.n_head * self.head_dim, self.n_kv_head * self.head_dim
+            q, k, v = self.qkv(x).split([hq, hkv, hkv], dim=-1)
+            q, k, v = self._heads(q, self.n_head), self._heads(k, self.n_kv_head), self._heads(
+                v, self.n_kv_head)
+        else:
+            q = self._heads(self.q_proj(x), self.n_head)
         if self.cross and isinstance(cache, StaticKV) and cache.k is not None:
             k, v = cache.k, cache.v
         else:
-            src = memory if self.cross else x
-            k = self._heads(self.k_proj(src), self.n_kv_head)
-            v = self._heads(self.v_proj(src), self.n_kv_head)
+            if self.qkv is None:
+                src = memory if self.cross else x
+                k = self._heads(self.k_proj(src), self.n_kv_head)
+                v = self._heads(self.v_proj(src), self.n_kv_head)
             if rope is not None:
                 q, k = rope(q, positions), rope(k, positions)
             if isinstance(cache, StaticKV):

@@ -8,6 +8,7 @@ x: (..., d_model) -> (..., d_model), hidden width d_ff.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -27,7 +28,25 @@ class FeedForward(nn.Module):
         self.up = nn.Linear(d_model, d_ff, bias=bias)
         self.gate = nn.Linear(d_model, d_ff, bias=bias) if gated else None
         self.down = nn.Linear(d_ff, d_model, bias=bias)
+        self.gate_up = None  # fused [W_gate; W_up], set by fuse() (inference fast path)
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Gated FFN at inference: one matmul x [W_gate; W_up]^T instead of two (same outputs)."""
+        if self.gate is None or self.gate_up is not None:
+            return
+        w = torch.cat([self.gate.weight, self.up.weight])
+        self.gate_up = nn.Linear(w.size(1), w.size(0), bias=self.up.bias is not None,
+                                 device=w.device, dtype=w.dtype)
+        self.gate_up.weight.copy_(w)
+        if self.gate_up.bias is not None:
+            self.gate_up.bias.copy_(torch.cat([self.gate.bias, self.up.bias]))
+        del self.gate, self.up
+        self.gate = None
 
     def forward(self, x):
+        if self.gate_up is not None:
+            g, u = self.gate_up(x).chunk(2, dim=-1)
+            return self.down(self.act(g) * u)
         h = self.act(self.gate(x)) * self.up(x) if self.gate is not None else self.act(self.up(x))
         return self.down(h)

@@ -1,0 +1,83 @@
+"""Greedy decoding of SmolLM2-135M-Instruct, batch 1: zeroformer vs transformers' `generate`.
+
+Both models hold the same weights (the GGUF, dequantized to fp32; transformers reads our HF export).
+Runs alternate in one process; each prints tokens/s (new tokens / wall time of the whole generate
+call, prompt included) and the ratio to transformers fp32. Variants of ours:
+  fp32       the reference path (preallocated KV cache, last-position logits only)
+  fp32+fuse  + fused QKV and gate/up projections (one matmul instead of three / two)
+  int8       + int8 weight-only matmuls (bf16 activations), fused projections
+
+    .venv/bin/python benchmarks/bench_decode.py [--new-tokens 48] [--repeats 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="a .gguf/HF folder (default: fetched SmolLM2)")
+    ap.add_argument("--prompt", default="The capital of France is")
+    ap.add_argument("--new-tokens", type=int, default=48)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import transformers
+
+    import zeroformer
+    from zeroformer import data
+    from zeroformer.io import hf_llama
+    from zeroformer.nn.fast import prepare_inference
+
+    path = args.model or data.locate("smollm2")
+    if path is None:
+        sys.exit("SmolLM2 not fetched: zeroformer data fetch smollm2")
+    ours = zeroformer.load(path).eval()
+    tok = ours.tokenizer
+    with tempfile.TemporaryDirectory() as d:
+        hf_llama.export(ours, d)
+        hf = transformers.LlamaForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    hf.generation_config.eos_token_id = None          # run every step (no early stop)
+    hf.generation_config.pad_token_id = 0
+    fused = prepare_inference(copy.deepcopy(ours), fuse=True)
+    int8 = prepare_inference(copy.deepcopy(ours), fuse=True, int8=True)
+    ids = torch.tensor([tok.encode(args.prompt)])
+    n = args.new_tokens
+
+    runs = {
+        "transformers fp32": lambda: hf.generate(ids, max_new_tokens=n, do_sample=False),
+        "zeroformer fp32": lambda: ours.generate(ids, max_new_tokens=n, eos_token_id=-1),
+        "zeroformer fp32+fuse": lambda: fused.generate(ids, max_new_tokens=n, eos_token_id=-1),
+        "zeroformer int8": lambda: int8.generate(ids, max_new_tokens=n, eos_token_id=-1),
+    }
+    outs = {k: f() for k, f in runs.items()}  # warm-up (and outputs to compare)
+    same = torch.equal(outs["zeroformer fp32"], outs["transformers fp32"])
+    times = {k: [] for k in runs}
+    for _ in range(args.repeats):
+        for k, f in runs.items():  # alternate
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    base = n / statistics.median(times["transformers fp32"])
+    print(f"SmolLM2-135M greedy, batch 1, prompt {ids.size(1)} tokens, {n} new tokens, "
+          f"threads {torch.get_num_threads()}, median of {args.repeats}")
+    for k, ts in times.items():
+        tps = n / statistics.median(ts)
+        print(f"  {k:22s} {tps:7.2f} tokens/s   x{tps / base:.2f}")
+    print(f"  greedy tokens identical (zeroformer fp32 vs transformers fp32): {same}")
+    print(f"  int8 text: {tok.decode(outs['zeroformer int8'][0, ids.size(1):].tolist())!r}")
+
+
+if __name__ == "__main__":
+    main()
