@@ -1,0 +1,130 @@
+"""`zeroformer generate`, `zeroformer chat` and `zeroformer eval ppl` end to end through the CLI
+entry point: outputs equal the Python API, bad input exits 2 with one line, long prompts are cut."""
+
+import math
+import string
+
+import pytest
+import torch
+
+import zeroformer
+from zeroformer.cli import main
+from zeroformer.io.checkpoint import save_checkpoint
+from zeroformer.models.decoder import Decoder
+from zeroformer.tokenizers import CharTokenizer
+
+TEXT = "to be or not to be, that is the question. " * 3
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny char-level decoder checkpoint (random weights) with its tokenizer."""
+    tok = CharTokenizer(sorted(set(string.ascii_lowercase + " ,.")))
+    torch.manual_seed(0)
+    cfg = zeroformer.preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32, dropout=0.0)
+    model = Decoder(cfg).eval()
+    folder = tmp_path_factory.mktemp("tiny") / "ckpt"
+    save_checkpoint(model, folder, tokenizer=tok)
+    return folder, model, tok
+
+
+def test_generate_greedy_matches_api(tiny, capsys):
+    folder, model, tok = tiny
+    assert main(["generate", "--model", str(folder), "--prompt", "to be", "--max-new-tokens",
+                 "10"]) == 0
+    ids = torch.tensor([tok.encode("to be")])
+    expect = tok.decode(model.generate(ids, max_new_tokens=10)[0].tolist())
+    assert capsys.readouterr().out == expect + "\n"
+
+
+def test_generate_seeded_sampling_reproducible(tiny, capsys):
+    folder, _, _ = tiny
+    args = ["generate", "--model", str(folder), "--prompt", "to", "--max-new-tokens", "12",
+            "--temperature", "1.0", "--top-k", "5", "--top-p", "0.9"]
+    outs = []
+    for seed in ("1", "1", "2"):
+        assert main(args + ["--seed", seed]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] and outs[0] != outs[2]
+
+
+@pytest.mark.parametrize("bad", [["--temperature", "-0.5"], ["--top-p", "0"], ["--top-p", "1.5"],
+                                 ["--top-k", "0"], ["--max-new-tokens", "-1"]])
+def test_invalid_sampling_parameters_exit_2(tiny, capsys, bad):
+    folder, _, _ = tiny
+    assert main(["generate", "--model", str(folder), "--prompt", "to"] + bad) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zeroformer: error: ") and err.count("\n") == 1
+
+
+def test_long_prompt_cut_from_the_left(tiny, capsys):
+    folder, model, tok = tiny
+    prompt = TEXT  # longer than the 32-token context
+    assert main(["generate", "--model", str(folder), "--prompt", prompt,
+                 "--max-new-tokens", "4"]) == 0
+    cap = capsys.readouterr()
+    assert "cut from the left" in cap.err
+    kept = torch.tensor([tok.encode(prompt)[-28:]])             # 32 - 4 new tokens
+    new = model.generate(kept, max_new_tokens=4)[0, 28:].tolist()
+    assert cap.out == prompt + tok.decode(new) + "\n"
+
+
+def test_missing_model_and_missing_file_exit_2(tmp_path, capsys):
+    assert main(["generate", "--model", str(tmp_path / "nope"), "--prompt", "x"]) == 2
+    assert main(["eval", "ppl", "--model", str(tmp_path / "nope"), str(tmp_path / "x.txt")]) == 2
+    assert capsys.readouterr().err.count("zeroformer: error:") == 2
+
+
+def test_gguf_unsupported_architecture_exit_2(tmp_path, capsys):
+    pytest.importorskip("gguf")
+    pytest.importorskip("transformers")
+    from test_gguf import tiny_llama, write_gguf
+
+    path = write_gguf(tmp_path / "m.gguf", tiny_llama(), arch="falcon")
+    assert main(["generate", "--model", str(path), "--prompt", "x"]) == 2
+    assert "falcon" in capsys.readouterr().err
+
+
+def test_eval_ppl_equals_cross_entropy(tiny, tmp_path, capsys):
+    folder, model, tok = tiny
+    text = TEXT[:30]
+    f = tmp_path / "t.txt"
+    f.write_text(text)
+    assert main(["eval", "ppl", "--model", str(folder), str(f)]) == 0
+    out = capsys.readouterr().out
+    ids = torch.tensor([tok.encode(text)])
+    with torch.no_grad():
+        nll = torch.nn.functional.cross_entropy(model(ids)[0, :-1], ids[0, 1:]).item()
+    assert f"tokens {len(text) - 1} " in out
+    assert f"ppl {math.exp(nll):.3f}" in out
+
+
+def test_eval_ppl_windows_count_each_token_once(tiny, tmp_path, capsys):
+    from zeroformer.cli.eval_ppl import perplexity
+
+    _, model, tok = tiny
+    ids = tok.encode(TEXT)
+    for context, stride in [(32, 32), (16, 5), (8, 1)]:
+        n, nll = perplexity(model, ids, context, stride, batch_size=3)
+        assert n == len(ids) - 1 and math.isfinite(nll)
+    # stride 1 with a full-length window == one pass over the text
+    n1, a = perplexity(model, ids[:32], 32, 1)
+    with torch.no_grad():
+        x = torch.tensor([ids[:32]])
+        b = torch.nn.functional.cross_entropy(model(x)[0, :-1], x[0, 1:], reduction="sum").item()
+    assert abs(a - b) < 1e-3 * abs(b)
+
+
+def test_chat_smollm2_two_turns(monkeypatch, capsys):
+    from zeroformer import data
+
+    path = data.locate("smollm2")
+    if path is None:
+        pytest.skip("SmolLM2 GGUF not fetched (zeroformer data fetch smollm2)")
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("What is the capital of France?\n"
+                                                 "And what is the capital of Italy?\n"))
+    assert main(["chat", "--model", str(path), "--max-new-tokens", "16"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert "Paris" in lines[0] and "Rome" in lines[1]
