@@ -128,3 +128,56 @@ def test_chat_smollm2_two_turns(monkeypatch, capsys):
     assert main(["chat", "--model", str(path), "--max-new-tokens", "16"]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
     assert "Paris" in lines[0] and "Rome" in lines[1]
+
+
+# --------------------------------------------------------------------- finetune / SFT recipe
+def test_sft_batch_masks_prompt_and_response(tiny):
+    """L_task sees only response targets, L_LM only prompt targets; the loss is their mix."""
+    from zeroformer.recipes.lm_bpe import SFTTask
+    from zeroformer.train.data import batch_generator
+    from zeroformer.train.losses import IGNORE_INDEX, cross_entropy
+
+    _, model, tok = tiny
+    rows = [(tok.encode("what is it"), tok.encode(" a test.")),
+            (tok.encode("who"), tok.encode(" me."))]
+    task = SFTTask(model, rows, rows, lm_weight=0.5, pad_id=0, batch_size=2, block_size=32,
+                   seed=0)
+    b = task.make_batch(batch_generator(0, 0), "train")
+    for r in range(2):
+        x, y = b["input_ids"][r], b["labels"][r]
+        p, resp = next((p, q) for p, q in rows if x[: len(p)].tolist() == p)
+        n = len(p) + len(resp) - 1
+        assert b["attention_mask"][r].sum() == n
+        assert y[: len(p) - 1].eq(IGNORE_INDEX).all() and y[len(p) - 1:n].tolist() == resp
+        assert b["lm_labels"][r][: len(p) - 1].tolist() == p[1:]
+        assert b["lm_labels"][r][len(p) - 1:].eq(IGNORE_INDEX).all()
+    with torch.no_grad():
+        loss, n = task.loss(model, b)
+        logits = model(b["input_ids"], attention_mask=b["attention_mask"])
+        expect = cross_entropy(logits, b["labels"])[0] + 0.5 * cross_entropy(logits, b["lm_labels"])[0]
+    torch.testing.assert_close(loss, expect)
+    assert n == int((b["labels"] != IGNORE_INDEX).sum())
+
+
+def test_finetune_recipe_sft_through_cli(tiny, tmp_path, capsys):
+    import json
+
+    folder, _, _ = tiny
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"what is {w}", "response": " it is."}) + "\n"
+                            for w in ("a", "b", "c", "d", "e", "f")))
+    extra = json.dumps({"init": str(folder), "data": str(data), "lm_weight": 0.2})
+    args = ["train", "finetune", "--out", str(tmp_path / "run"), "--max-steps", "12",
+            "--progress=false", "--lr=3e-3", "--log_every=6", "--eval_every=12", f"--extra={extra}"]
+    assert main(args) == 0
+    cap = capsys.readouterr()
+    losses = [float(line.split("loss")[1].split("|")[0]) for line in (cap.out + cap.err)
+              .splitlines() if "| loss" in line]
+    assert len(losses) == 2 and losses[1] < losses[0]
+    tuned = zeroformer.load(tmp_path / "run")
+    assert tuned.config.extra["lm_weight"] == 0.2
+
+
+def test_finetune_needs_init_and_data(tmp_path, capsys):
+    assert main(["train", "finetune", "--out", str(tmp_path / "r"), "--extra={}"]) == 2
+    assert "init" in capsys.readouterr().err
