@@ -242,9 +242,9 @@ RECIPES = {
         description="pretrain a small BERT (MLM + NSP) on Shakespeare; reports MLM/NSP accuracy",
         build=build_bert_mlm, preset="bert-base",
         model_overrides=dict(vocab_size=8192, n_layer=4, d_model=128, n_head=4, d_ff=512,
-                             max_seq_len=128, dropout=0.1, attn_dropout=0.1),
-        train_defaults=dict(batch_size=32, block_size=128, max_steps=1000, lr=1e-3, min_lr=1e-4,
-                            warmup_steps=100, eval_every=250, eval_steps=10, log_every=50,
+                             max_seq_len=64, dropout=0.1, attn_dropout=0.1),
+        train_defaults=dict(batch_size=32, block_size=64, max_steps=1500, lr=1e-3, min_lr=1e-4,
+                            warmup_steps=100, eval_every=500, eval_steps=10, log_every=100,
                             save_every=500, weight_decay=0.01, beta2=0.98)),
     "classify": Recipe(
         name="classify",
