@@ -64,9 +64,9 @@ RECIPES = {
         model_overrides=dict(vocab_size=BPE_VOCAB, n_layer=3, n_encoder_layer=3, d_model=256,
                              n_head=4, d_ff=1024, max_seq_len=128, dropout=0.1,
                              sinusoidal_layout="split"),
-        train_defaults=dict(batch_size=48, block_size=80, max_steps=1200, schedule="noam",
-                            warmup_steps=300, noam_factor=1.0, beta1=0.9, beta2=0.98, eps=1e-9,
-                            weight_decay=0.0, grad_clip=1.0, label_smoothing=0.1, eval_every=400,
-                            eval_steps=0, log_every=50, save_every=200, keep_checkpoints=2,
+        train_defaults=dict(batch_size=48, block_size=80, max_steps=500, schedule="noam",
+                            warmup_steps=150, noam_factor=0.5, beta1=0.9, beta2=0.98, eps=1e-9,
+                            weight_decay=0.0, grad_clip=1.0, label_smoothing=0.1, eval_every=250,
+                            eval_steps=0, log_every=50, save_every=100, keep_checkpoints=2,
                             seed=1234)),
 }
