@@ -126,6 +126,10 @@ def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, nu
 
     prompt: (B, T) -> (B, T + n): the best finished hypothesis of each row, padded with pad/eos.
     Hypotheses score sum(log p) / (generated length)^length_penalty.
+
+    A sentence whose search is over is dropped from the batch: `session.reorder(index)` then gets
+    fewer rows than before (index keeps the K beams of each sentence still running), so later
+    steps only compute the sentences still running.
     """
     b, t0 = prompt.shape
     k = num_beams
@@ -138,31 +142,32 @@ def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, nu
     scores[:, 0] = 0.0                                 # all beams start equal: expand only beam 0
     finished: list[list[tuple[float, torch.Tensor]]] = [[] for _ in range(b)]
     done = [False] * b
+    rows = list(range(b))          # the sentences still searched, in the session's row order
     feed = seqs
     for step in range(max_new_tokens):
-        logp = session.step(feed, mask).float().log_softmax(-1)                 # (B*K, V)
+        logp = session.step(feed, mask).float().log_softmax(-1)                 # (R*K, V)
         v = logp.size(-1)
-        cand = (scores.view(-1, 1) + logp).view(b, k * v)
+        cand = (scores.view(-1, 1) + logp).view(len(rows), k * v)
         top_scores, top_idx = cand.topk(2 * k, dim=-1)                          # (B, 2K)
         top_scores, top_idx = top_scores.tolist(), top_idx.tolist()
         next_beam, next_tok, next_score = [], [], []
         length = step + 1
-        for i in range(b):
+        for a, i in enumerate(rows):   # a: row in the session, i: sentence in the batch
             chosen = []
-            for s, idx in zip(top_scores[i], top_idx[i]):
+            for s, idx in zip(top_scores[a], top_idx[a]):
                 beam, tok = divmod(idx, v)
                 if done[i] or len(chosen) == k:
                     break
                 if tok in eos:
                     if len(chosen) < k and s > float("-inf"):  # only from the current top-k
-                        hyp = torch.cat([seqs[i * k + beam], seqs.new_tensor([tok])])
+                        hyp = torch.cat([seqs[a * k + beam], seqs.new_tensor([tok])])
                         finished[i].append((s / length ** length_penalty, hyp))
                     continue
                 chosen.append((beam, tok, s))
             while len(chosen) < k:  # a finished row keeps dummy beams that can never win
                 chosen.append((0, pad, float("-inf")))
             for beam, tok, s in chosen:
-                next_beam.append(i * k + beam)
+                next_beam.append(a * k + beam)
                 next_tok.append(tok)
                 next_score.append(s)
             finished[i].sort(key=lambda h: -h[0])
@@ -173,21 +178,26 @@ def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, nu
                 done[i] = True
         index = torch.tensor(next_beam, device=prompt.device)
         tok = torch.tensor(next_tok, device=prompt.device)
-        scores = torch.tensor(next_score, device=prompt.device).view(b, k)
+        scores = torch.tensor(next_score, device=prompt.device).view(len(rows), k)
+        keep = [a for a, i in enumerate(rows) if not done[i]]
+        if not keep:
+            break
+        if len(keep) < len(rows):  # drop finished sentences from the batch
+            sel = torch.tensor([a * k + j for a in keep for j in range(k)], device=prompt.device)
+            index, tok, scores = index[sel], tok[sel], scores[keep]
+            rows = [rows[a] for a in keep]
         seqs = torch.cat([seqs.index_select(0, index), tok[:, None]], dim=1)
         if mask is not None:
             mask = torch.cat([mask.index_select(0, index), torch.ones_like(mask[:, :1])], dim=1)
         session.reorder(index)
-        if all(done):
-            break
         feed = tok[:, None]
     n_gen = seqs.size(1) - t0
-    for i in range(b):  # rows still running at the length limit: their beams are hypotheses too
+    for a, i in enumerate(rows):  # still running at the length limit: beams are hypotheses too
         if not done[i]:
             for j in range(k):
-                s = scores[i, j].item()
+                s = scores[a, j].item()
                 if s > float("-inf"):
-                    finished[i].append((s / max(n_gen, 1) ** length_penalty, seqs[i * k + j]))
+                    finished[i].append((s / max(n_gen, 1) ** length_penalty, seqs[a * k + j]))
             finished[i].sort(key=lambda h: -h[0])
     best = [finished[i][0][1] for i in range(b)]
     width = max(len(h) for h in best)

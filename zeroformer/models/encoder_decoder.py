@@ -168,8 +168,7 @@ class Seq2SeqSession:
     `memory` (N, S, d) is fixed; `step` feeds the newest target tokens and returns (N, V) logits.
 
     Cached: cross-attention K/V are computed on the first step and kept (StaticKV); decoder
-    self-attention K/V are appended to a KVCache. Beam search only ever reorders beams *within*
-    a sentence, whose rows share the same memory, so `reorder` leaves the cross K/V alone.
+    self-attention K/V are appended to a KVCache.
     Uncached (use_cache=False): the whole target prefix is re-run every step (the slow reference).
     """
 
@@ -188,9 +187,18 @@ class Seq2SeqSession:
         return logits[:, -1]
 
     def reorder(self, index):
+        """Keep rows `index`. Beams only move within a sentence, whose rows share memory and
+        cross K/V, so those are re-indexed only when beam search drops finished sentences."""
+        shrink = index.numel() != self.memory.size(0)
+        if shrink:
+            self.memory = self.memory.index_select(0, index)
+            if self.src_mask is not None:
+                self.src_mask = self.src_mask.index_select(0, index)
         if self.cache is not None:
             for layer in self.cache:
                 layer.self_kv.reorder(index)
+                if shrink:
+                    layer.cross_kv.reorder(index)
         else:
             self.prefix = self.prefix.index_select(0, index)
 

@@ -117,9 +117,14 @@ class KVCache:
         return self.k[:, :, :t1], self.v[:, :, :t1]
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep batch rows `index` (beam search): k, v <- k[index], v[index]."""
-        self.k = self.k.index_select(0, index)
-        self.v = self.v.index_select(0, index)
+        """Keep batch rows `index` (beam search): k, v <- k[index], v[index]. Only the filled
+        positions are copied; `index` may be shorter than the batch (finished rows dropped)."""
+        t = self.length
+        k = self.k.new_empty((index.numel(),) + self.k.shape[1:])
+        v = torch.empty_like(k)
+        k[:, :, :t] = self.k[:, :, :t].index_select(0, index)
+        v[:, :, :t] = self.v[:, :, :t].index_select(0, index)
+        self.k, self.v = k, v
 
 
 class StaticKV:
