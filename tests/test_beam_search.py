@@ -85,3 +85,26 @@ def test_beam_output_ends_at_eos_and_is_padded():
         if EOS in body:
             k = body.index(EOS)
             assert all(t == PAD for t in body[k + 1:])
+
+
+def test_finished_sentences_leave_the_batch_and_results_do_not_change():
+    from zeroformer.generate import beam_search
+
+    m = model(vocab=12, seed=1)  # a model whose sentences end at different steps
+    src = torch.randint(2, 12, (6, 5), generator=torch.Generator().manual_seed(4))
+    memory = m.encode(src)
+    rows_seen = []
+
+    class Counting(Seq2SeqSession):
+        def step(self, ids, attention_mask=None):
+            rows_seen.append(ids.size(0))
+            return super().step(ids, attention_mask)
+
+    start = torch.full((6, 1), PAD)
+    both = beam_search(lambda n: Counting(m, memory.repeat_interleave(n // 6, 0), None, 21),
+                       start, 20, num_beams=3, eos_token_id=EOS, pad_token_id=PAD)
+    assert rows_seen[0] == 18 and min(rows_seen) < 18  # some sentences finished early
+    for i in range(6):
+        one = m.generate(src[i:i + 1], 20, num_beams=3)[0].tolist()
+        assert both[i, : len(one)].tolist() == one
+        assert all(t == PAD for t in both[i, len(one):].tolist())
