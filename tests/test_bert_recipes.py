@@ -72,10 +72,9 @@ def trained(tmp_path_factory, tok):
         rows.append((letter * int(torch.randint(2, 12, (1,), generator=g)), f"is_{letter}"))
     _write(d / "train.tsv", [("text", "label")] + rows[:100])
     _write(d / "test.tsv", rows[100:])
-    extra = json.dumps({"data": str(d / "train.tsv"), "eval": str(d / "test.tsv"),
-                        "init": str(d / "pre")})
     assert main(["train", "classify", "--out", str(d / "run"), "--max-steps", "40",
-                 f"--extra={extra}", "--lr=3e-3", "--batch_size=8", "--block_size=16",
+                 "--data", str(d / "train.tsv"), "--eval-data", str(d / "test.tsv"),
+                 "--model", str(d / "pre"), "--lr=3e-3", "--batch_size=8", "--block_size=16",
                  "--warmup_steps=5", "--eval_every=0", "--progress=false"]) == 0
     return d
 
@@ -117,4 +116,4 @@ def test_jsonl_reader(tmp_path):
 
 def test_classify_without_data_is_a_user_error(tmp_path, capsys):
     assert main(["train", "classify", "--out", str(tmp_path / "r"), "--progress=false"]) == 2
-    assert "classify needs 'data'" in capsys.readouterr().err
+    assert "classify needs --data FILE" in capsys.readouterr().err

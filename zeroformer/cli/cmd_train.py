@@ -36,6 +36,9 @@ def register(subparsers):
     p.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps")
     p.add_argument("--seed", type=int, metavar="S", help="random seed (model init, data, dropout)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--data", metavar="FILE", help="training data (classify, finetune)")
+    p.add_argument("--eval-data", metavar="FILE", help="held-out data (default: part of --data)")
+    p.add_argument("--model", metavar="PATH", help="start from this model (classify, finetune)")
     p.add_argument("--list", action="store_true", help="list the recipes and exit")
     p.set_defaults(func=run, overrides=[])
 
@@ -105,7 +108,8 @@ def run(args):
     model_over, train_over = parse_overrides(args.overrides)
     if not args.out:
         raise UserError("train: --out DIR is required (the run folder for checkpoints)")
-    for flag, key in (("max_steps", "max_steps"), ("save_every", "save_every"), ("seed", "seed")):
+    for flag, key in (("max_steps", "max_steps"), ("save_every", "save_every"), ("seed", "seed"),
+                      ("data", "data"), ("eval_data", "eval_data"), ("model", "init")):
         if getattr(args, flag) is not None:
             train_over[key] = getattr(args, flag)
     mcfg = recipe.model_config(**model_over)

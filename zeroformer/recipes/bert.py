@@ -9,10 +9,8 @@ bert-mlm   pretrain a small BERT on Shakespeare: a byte-level BPE vocabulary (vo
            loss = CE(MLM logits at selected positions) + CE(NSP logits)
 classify   fine-tune a pretrained BERT (a zeroformer checkpoint or an HF folder) with a
            sequence-classification head on a labelled TSV/JSONL file (zeroformer/data/labelled.py).
-           The train CLI takes only --key=value fields, so data and model travel in `extra`:
-             zeroformer train classify --out DIR --extra='{"data": "train.tsv", "eval": "test.tsv",
-                                                          "init": "PATH/TO/MODEL"}'
-           Evaluation reports accuracy and macro-F1 on "eval" (else the last 10% of "data").
+             zeroformer train classify --out DIR --data train.tsv [--eval-data test.tsv] --model PATH
+           Evaluation reports accuracy and macro-F1 on --eval-data (else the last 10% of --data).
 """
 
 from __future__ import annotations
@@ -210,12 +208,12 @@ def build_classify(model_cfg, train_cfg):
     from ..data.labelled import read_labelled
 
     opts = dict(model_cfg.extra)
-    for key in ("data", "init"):
-        if getattr(train_cfg, key, None):          # if the train CLI grows --data / --init
-            opts[key] = getattr(train_cfg, key)
-        if not opts.get(key):
-            raise UserError(f"classify needs {key!r}: pass --extra='{{\"data\": \"FILE.tsv\", "
-                            "\"init\": \"MODEL\"}'")
+    for key, opt, flag in (("data", "data", "--data FILE"), ("init", "init", "--model PATH"),
+                           ("eval_data", "eval", None)):
+        if getattr(train_cfg, key, None):
+            opts[opt] = getattr(train_cfg, key)
+        if flag and not opts.get(opt):
+            raise UserError(f"classify needs {flag}")
     rows = read_labelled(opts["data"])
     labels = sorted({r[2] for r in rows})
     if opts.get("eval"):

@@ -53,6 +53,10 @@ class TrainConfig:
     seed: int = 1337
     dtype: str = "fp32"           # fp32, or bf16 autocast (weights and optimizer stay fp32)
     device: str = "auto"          # auto (cuda if available), cpu, cuda, cuda:1, mps
+    # inputs of recipes that take the user's files (classify, finetune): --data, --eval-data, --model
+    data: str | None = None       # training data file
+    eval_data: str | None = None  # held-out data file (default: a slice of `data`)
+    init: str | None = None       # the model to start from (a checkpoint, HF folder or .gguf)
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
