@@ -166,8 +166,9 @@ def test_finetune_recipe_sft_through_cli(tiny, tmp_path, capsys):
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"what is {w}", "response": " it is."}) + "\n"
                             for w in ("a", "b", "c", "d", "e", "f")))
-    extra = json.dumps({"init": str(folder), "data": str(data), "lm_weight": 0.2})
+    extra = json.dumps({"lm_weight": 0.2})
     args = ["train", "finetune", "--out", str(tmp_path / "run"), "--max-steps", "12",
+            "--model", str(folder), "--data", str(data),
             "--progress=false", "--lr=3e-3", "--log_every=6", "--eval_every=12", f"--extra={extra}"]
     assert main(args) == 0
     cap = capsys.readouterr()

@@ -4,8 +4,8 @@ shakespeare-bpe   a GPT-2-style model (learned positions, LayerNorm, GELU) on Sh
                   byte-level BPE of 1,024 tokens learned from the first 300,000 characters
                   (seconds), 90/10 split; prints a sample at the end.
 finetune          continue training a loaded model (zeroformer checkpoint, HF folder or .gguf)
-                  on the user's data, passed in `extra`:
-                    zeroformer train finetune --out DIR --extra='{"init": "MODEL", "data": "FILE"}'
+                  on the user's data:
+                    zeroformer train finetune --out DIR --model MODEL --data FILE
                   FILE.txt   plain text: next-token prediction (90/10 split);
                   FILE.jsonl {"prompt": ..., "response": ...} per line: supervised fine-tuning
                              with the combined objective (Radford et al. 2018, eq. 3)
@@ -131,10 +131,11 @@ def build_finetune(model_cfg, train_cfg):
     from .. import load, load_tokenizer
 
     opts = dict(model_cfg.extra)
-    for key in ("init", "data"):
+    for key, flag in (("init", "--model PATH"), ("data", "--data FILE.txt|FILE.jsonl")):
+        if getattr(train_cfg, key, None):
+            opts[key] = getattr(train_cfg, key)
         if not opts.get(key):
-            raise UserError(f"finetune needs {key!r}: pass --extra='{{\"init\": \"MODEL\", "
-                            "\"data\": \"FILE.txt|FILE.jsonl\"}'")
+            raise UserError(f"finetune needs {flag}")
     model = load(opts["init"], dtype=torch.float32)
     if model.config.arch != "decoder":
         raise UserError(f"{opts['init']}: not a decoder-only model (arch {model.config.arch!r})")
