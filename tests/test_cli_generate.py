@@ -181,4 +181,4 @@ def test_finetune_recipe_sft_through_cli(tiny, tmp_path, capsys):
 
 def test_finetune_needs_init_and_data(tmp_path, capsys):
     assert main(["train", "finetune", "--out", str(tmp_path / "r"), "--extra={}"]) == 2
-    assert "init" in capsys.readouterr().err
+    assert "finetune needs --model PATH" in capsys.readouterr().err
