@@ -119,12 +119,16 @@ class KVCache:
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows `index` (beam search): k, v <- k[index], v[index]. Only the filled
         positions are copied; `index` may be shorter than the batch (finished rows dropped)."""
-        t = self.length
-        k = self.k.new_empty((index.numel(),) + self.k.shape[1:])
-        v = torch.empty_like(k)
-        k[:, :, :t] = self.k[:, :, :t].index_select(0, index)
-        v[:, :, :t] = self.v[:, :, :t].index_select(0, index)
-        self.k, self.v = k, v
+        t, n = self.length, index.numel()
+        spare = getattr(self, "_spare", None)  # a second buffer pair, reused: no allocation
+        if spare is None or spare[0].size(0) != n:
+            shape = (n,) + self.k.shape[1:]
+            spare = (self.k.new_empty(shape), self.v.new_empty(shape))
+        torch.index_select(self.k[:, :, :t], 0, index, out=spare[0][:, :, :t])
+        torch.index_select(self.v[:, :, :t], 0, index, out=spare[1][:, :, :t])
+        old = (self.k, self.v)
+        self.k, self.v = spare
+        self._spare = old if old[0].size(0) == n else None
 
 
 class StaticKV:
