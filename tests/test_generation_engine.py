@@ -89,3 +89,12 @@ def test_filters_match_transformers(k, p):
     if p is not None and p < 1.0:
         ref = tr.TopPLogitsWarper(top_p=p)(None, ref)
     assert torch.equal(torch.isinf(ours), torch.isinf(ref))
+
+
+def test_generating_past_the_context_is_a_user_error(model):
+    from zeroformer.errors import UserError
+
+    ids = torch.randint(0, 50, (1, 100))
+    with pytest.raises(UserError, match="context of 128"):
+        model.generate(ids, 29)
+    assert model.generate(ids, 28).shape == (1, 128)

@@ -238,6 +238,10 @@ class GenerationMixin:
                  num_beams=1, eos_token_id=None, attention_mask=None, seed=None, **kwargs):
         check_sampling_args(temperature, top_k, top_p, num_beams,
                             kwargs.get("repetition_penalty", 1.0))
+        context = self.config.max_seq_len
+        if input_ids.size(1) + max_new_tokens > context:
+            raise UserError(f"prompt ({input_ids.size(1)} tokens) + max_new_tokens "
+                            f"({max_new_tokens}) exceed the model's context of {context} tokens")
         if eos_token_id is None:
             eos_token_id = self.config.eos_token_id
         was_training = self.training
