@@ -28,6 +28,7 @@ from ..nn.attention import build_mask
 from ..nn.blocks import TransformerBlock
 from ..nn.embeddings import Embeddings
 from ..nn.feedforward import ACTIVATIONS
+from ..nn.init import init_normal
 from ..nn.norms import make_norm
 
 HEADS = ("mlm", "nsp", "pooler", "classify", "tokens")
@@ -79,7 +80,7 @@ class Bert(nn.Module):
         self.classifier = nn.Linear(cfg.d_model, n_labels) if has("classify") else None
         self.token_classifier = nn.Linear(cfg.d_model, n_labels) if has("tokens") else None
         self.head_dropout = nn.Dropout(cfg.dropout)
-        self.apply(init_weights)
+        self.apply(init_normal)
 
     @property
     def labels(self) -> list[str]:
@@ -150,13 +151,3 @@ def mean_pool(hidden: torch.Tensor, attention_mask=None, normalize: bool = True)
         m = attention_mask.to(hidden.dtype).unsqueeze(-1)
         out = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
     return F.normalize(out, p=2, dim=-1) if normalize else out
-
-
-def init_weights(module: nn.Module, std: float = 0.02) -> None:
-    """BERT init: N(0, 0.02) weights, zero biases; LayerNorms keep gain 1, bias 0."""
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, std=std)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, std=std)

@@ -18,6 +18,7 @@ from ..generate import GenerationMixin
 from ..nn.attention import KVCache, build_mask
 from ..nn.blocks import LayerCache, TransformerBlock
 from ..nn.embeddings import Embeddings, positions_from_mask
+from ..nn.init import init_normal
 from ..nn.norms import make_norm
 from ..nn.positions import RotaryEmbedding
 
@@ -44,7 +45,7 @@ class Decoder(nn.Module, GenerationMixin):
         self.blocks = nn.ModuleList(TransformerBlock(cfg, causal=True) for _ in range(cfg.n_layer))
         self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps) if cfg.final_norm else None
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        self.apply(init_weights)
+        self.apply(init_normal)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.tok.weight
 
@@ -79,13 +80,3 @@ class Decoder(nn.Module, GenerationMixin):
         if last_only:
             h = h[:, -1:]
         return self.lm_head(h)
-
-
-def init_weights(module: nn.Module, std: float = 0.02) -> None:
-    """GPT-2 style init: N(0, 0.02) for linear and embedding weights, zero biases."""
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, std=std)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, std=std)

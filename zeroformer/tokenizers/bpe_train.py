@@ -25,6 +25,19 @@ from ..errors import UserError
 from .bpe import BYTE_TO_CHAR
 
 
+def merge_pair(word: list[int], a: int, b: int, c: int) -> list[int]:
+    """`word` with every adjacent (a, b), left to right, replaced by the merged symbol c."""
+    merged, i, n = [], 0, len(word)
+    while i < n:
+        if i < n - 1 and word[i] == a and word[i + 1] == b:
+            merged.append(c)
+            i += 2
+        else:
+            merged.append(word[i])
+            i += 1
+    return merged
+
+
 def count_pieces(texts, patterns, progress=False):
     """Pre-tokenize (same rules as encoding) and count distinct pieces."""
     from tqdm import tqdm
@@ -89,15 +102,8 @@ def train_bpe(cls, text, vocab_size, special_tokens=("<|endoftext|>",), patterns
         changed = set()
         for w in where.pop((a, b)):
             word, f = words[w], freqs[w]
-            merged, i, n = [], 0, len(word)
-            while i < n:
-                if i < n - 1 and word[i] == a and word[i + 1] == b:
-                    merged.append(c)
-                    i += 2
-                else:
-                    merged.append(word[i])
-                    i += 1
-            if len(merged) == n:
+            merged = merge_pair(word, a, b, c)
+            if len(merged) == len(word):
                 continue
             for pair in zip(word, word[1:]):
                 counts[pair] -= f

@@ -19,6 +19,7 @@ import heapq
 from collections import Counter, defaultdict
 
 from ..errors import UserError
+from .bpe_train import merge_pair
 
 
 def train_wordpiece(cls, text, vocab_size, special_tokens, lowercase=True, progress=False):
@@ -76,15 +77,8 @@ def train_wordpiece(cls, text, vocab_size, special_tokens, lowercase=True, progr
         touched = set()
         for w in where.pop((a, b)):
             word, f = words[w], freqs[w]
-            merged, i, n = [], 0, len(word)
-            while i < n:
-                if i < n - 1 and word[i] == a and word[i + 1] == b:
-                    merged.append(c)
-                    i += 2
-                else:
-                    merged.append(word[i])
-                    i += 1
-            if len(merged) == n:
+            merged = merge_pair(word, a, b, c)
+            if len(merged) == len(word):
                 continue
             for s in word:
                 sym[s] -= f
