@@ -14,6 +14,7 @@ import sys
 
 import torch
 
+from ..errors import UserError
 from ..train.task import LMTask
 from . import Recipe
 
@@ -37,20 +38,23 @@ def build_toy(model_cfg, train_cfg):
                    eval_steps=train_cfg.eval_steps, label_smoothing=train_cfg.label_smoothing)
 
 
-class CharLMTask(LMTask):
+class SampledLMTask(LMTask):
+    """An LMTask that prints a temperature-0.8 sample of `sample_tokens` tokens at the end."""
+
     sample_tokens = 300
 
     def on_end(self, model):
-        """Print a sample: a temperature-0.8 continuation of a newline (skipped without generate).
-
-        The model sees at most max_seq_len characters, so a long sample is generated in windows:
-        each call continues the last max_seq_len // 2 characters.
-        """
+        """The model sees at most max_seq_len tokens, so a long sample is generated in windows:
+        each call continues the last max_seq_len // 2 tokens."""
         if not hasattr(model, "generate"):
+            return
+        try:
+            out = self.tokenizer.encode("\n")
+        except UserError as e:  # e.g. a tokenizer without "\n": the run itself succeeded
+            print(f"(no sample: {e})")
             return
         device = next(model.parameters()).device
         ctx = model.config.max_seq_len
-        out = self.tokenizer.encode("\n")
         start = len(out)
         while len(out) - start < self.sample_tokens:
             window = out[-(ctx // 2):]
@@ -59,25 +63,32 @@ class CharLMTask(LMTask):
                                  temperature=0.8, seed=self.seed + len(out))
             out += ids[0, len(window):].tolist()
         text = self.tokenizer.decode(out[start:])
-        sys.stdout.write(f"--- sample ({self.sample_tokens} characters, temperature 0.8) ---\n"
+        sys.stdout.write(f"--- sample ({self.sample_tokens} tokens, temperature 0.8) ---\n"
                          f"{text.strip()}\n---\n")
         sys.stdout.flush()
 
 
-def build_shakespeare_char(model_cfg, train_cfg):
-    from .. import data
+def text_lm_task(text: str, tok, model_cfg, train_cfg, sample_tokens: int = 300):
+    """Next-token prediction on `text` encoded by `tok`: first 90% train, last 10% validation."""
     from ..models import build_model
-    from ..tokenizers.char import CharTokenizer
 
-    text = (data.fetch("shakespeare") / "input.txt").read_text(encoding="utf-8")
-    tok = CharTokenizer.train(text)
     ids = torch.tensor(tok.encode(text), dtype=torch.long)
     n = int(0.9 * len(ids))
     model = build_model(model_cfg.replace(vocab_size=tok.vocab_size))
-    return CharLMTask(model, ids[:n], ids[n:], batch_size=train_cfg.batch_size,
-                      block_size=train_cfg.block_size, seed=train_cfg.seed,
-                      eval_steps=train_cfg.eval_steps, tokenizer=tok,
-                      label_smoothing=train_cfg.label_smoothing)
+    task = SampledLMTask(model, ids[:n], ids[n:], batch_size=train_cfg.batch_size,
+                         block_size=train_cfg.block_size, seed=train_cfg.seed,
+                         eval_steps=train_cfg.eval_steps, tokenizer=tok,
+                         label_smoothing=train_cfg.label_smoothing)
+    task.sample_tokens = sample_tokens
+    return task
+
+
+def build_shakespeare_char(model_cfg, train_cfg):
+    from .. import data
+    from ..tokenizers.char import CharTokenizer
+
+    text = (data.fetch("shakespeare") / "input.txt").read_text(encoding="utf-8")
+    return text_lm_task(text, CharTokenizer.train(text), model_cfg, train_cfg)
 
 
 RECIPES = {

@@ -29,35 +29,16 @@ from ..train.data import batch_generator
 from ..train.losses import IGNORE_INDEX, cross_entropy
 from ..train.task import LMTask
 from . import Recipe
-from .lm import CharLMTask
-
-
-class SampledLMTask(CharLMTask):
-    """LMTask that prints a temperature-0.8 sample at the end (any tokenizer)."""
-
-    sample_tokens = 120
-
-    def on_end(self, model):
-        try:
-            super().on_end(model)
-        except UserError as e:  # e.g. a tokenizer without "\n": the run itself succeeded
-            print(f"(no sample: {e})")
+from .lm import SampledLMTask, text_lm_task
 
 
 def build_shakespeare_bpe(model_cfg, train_cfg):
     from .. import data
-    from ..models import build_model
     from ..tokenizers.bpe import BPETokenizer
 
     text = (data.fetch("shakespeare") / "input.txt").read_text(encoding="utf-8")
     tok = BPETokenizer.train(text[:300_000], 1024)
-    ids = torch.tensor(tok.encode(text), dtype=torch.long)
-    n = int(0.9 * len(ids))
-    model = build_model(model_cfg.replace(vocab_size=tok.vocab_size))
-    return SampledLMTask(model, ids[:n], ids[n:], batch_size=train_cfg.batch_size,
-                         block_size=train_cfg.block_size, seed=train_cfg.seed,
-                         eval_steps=train_cfg.eval_steps, tokenizer=tok,
-                         label_smoothing=train_cfg.label_smoothing)
+    return text_lm_task(text, tok, model_cfg, train_cfg, sample_tokens=120)
 
 
 # ----------------------------------------------------------------------------------- finetune
@@ -160,7 +141,9 @@ def build_finetune(model_cfg, train_cfg):
                        **kw)
     ids = torch.tensor(tok.encode(path.read_text(encoding="utf-8")), dtype=torch.long)
     n = int(0.9 * len(ids))
-    return SampledLMTask(model, ids[:n], ids[n:], **kw)
+    task = SampledLMTask(model, ids[:n], ids[n:], **kw)
+    task.sample_tokens = 120
+    return task
 
 
 RECIPES = {
