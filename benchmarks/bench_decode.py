@@ -6,6 +6,10 @@ call, prompt included) and the ratio to transformers fp32. Variants of ours:
   fp32       the reference path (preallocated KV cache, last-position logits only)
   fp32+fuse  + fused QKV and gate/up projections (one matmul instead of three / two)
   int8       + int8 weight-only matmuls (bf16 activations), fused projections
+  int4       + int4 group-wise weight-only matmuls (bf16 activations); output layer int8
+  int4 all   the same with the output layer int4 too
+Quantized variants also print how many of their greedy tokens equal the fp32 ones (in order,
+up to the first difference).
 
     .venv/bin/python benchmarks/bench_decode.py [--new-tokens 48] [--repeats 3] [--threads 2]
 """
@@ -52,6 +56,8 @@ def main(argv=None):
     hf.generation_config.pad_token_id = 0
     fused = prepare_inference(copy.deepcopy(ours), fuse=True)
     int8 = prepare_inference(copy.deepcopy(ours), fuse=True, int8=True)
+    int4 = prepare_inference(copy.deepcopy(ours), fuse=True, int4=True, int4_head=False)
+    int4_all = prepare_inference(copy.deepcopy(ours), fuse=True, int4=True)
     ids = torch.tensor([tok.encode(args.prompt)])
     n = args.new_tokens
 
@@ -60,6 +66,8 @@ def main(argv=None):
         "zeroformer fp32": lambda: ours.generate(ids, max_new_tokens=n, eos_token_id=-1),
         "zeroformer fp32+fuse": lambda: fused.generate(ids, max_new_tokens=n, eos_token_id=-1),
         "zeroformer int8": lambda: int8.generate(ids, max_new_tokens=n, eos_token_id=-1),
+        "zeroformer int4": lambda: int4.generate(ids, max_new_tokens=n, eos_token_id=-1),
+        "zeroformer int4 all": lambda: int4_all.generate(ids, max_new_tokens=n, eos_token_id=-1),
     }
     outs = {k: f() for k, f in runs.items()}  # warm-up (and outputs to compare)
     same = torch.equal(outs["zeroformer fp32"], outs["transformers fp32"])
@@ -76,7 +84,12 @@ def main(argv=None):
         tps = n / statistics.median(ts)
         print(f"  {k:22s} {tps:7.2f} tokens/s   x{tps / base:.2f}")
     print(f"  greedy tokens identical (zeroformer fp32 vs transformers fp32): {same}")
-    print(f"  int8 text: {tok.decode(outs['zeroformer int8'][0, ids.size(1):].tolist())!r}")
+    ref = outs["zeroformer fp32"][0, ids.size(1):].tolist()
+    for k in ("zeroformer int8", "zeroformer int4", "zeroformer int4 all"):
+        got = outs[k][0, ids.size(1):].tolist()
+        agree = next((i for i, (a, b) in enumerate(zip(got, ref)) if a != b), len(ref))
+        print(f"  {k}: {agree}/{len(ref)} greedy tokens equal fp32 before the first difference; "
+              f"text {tok.decode(got)!r}")
 
 
 if __name__ == "__main__":

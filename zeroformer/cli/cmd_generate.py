@@ -1,6 +1,6 @@
 """`zeroformer generate --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T]
 [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--stop STR] [--dtype fp32|bf16]
-[--int8]`: continue a prompt with a decoder-only model, streaming the text as it is produced.
+[--int8 | --int4]`: continue a prompt with a decoder-only model, streaming the text as it is produced.
 
 Temperature 0 (the default) is greedy. A prompt longer than the model's context is cut from the
 left (keeping its end) with a warning. The helpers here (`load_lm`, `fit_context`, `TextStream`)
@@ -21,6 +21,9 @@ def add_model_args(p, sampling=True):
     p.add_argument("--dtype", default=None, help="compute dtype: fp32 (default) or bf16")
     p.add_argument("--int8", action="store_true",
                    help="int8 weight-only linear layers (faster on CPU, ~1e-2 relative error)")
+    p.add_argument("--int4", action="store_true",
+                   help="int4 group-wise weight-only linear layers, output layer int8 "
+                        "(fastest on CPU; CPU only)")
     if sampling:
         p.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
         p.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0 = greedy")
@@ -50,7 +53,7 @@ def check_args(args) -> None:
 
 
 def load_lm(args):
-    """(model, tokenizer) from --model / --tokenizer / --dtype / --int8; a decoder-only model."""
+    """(model, tokenizer) from --model / --tokenizer / --dtype / --int8 / --int4; decoder-only."""
     import zeroformer
 
     model = zeroformer.load(args.model, dtype=args.dtype)
@@ -61,10 +64,13 @@ def load_lm(args):
         model, "tokenizer", None)
     if tok is None:
         raise UserError(f"{args.model}: the model has no tokenizer; pass --tokenizer PATH")
-    if getattr(args, "int8", False):
+    int8, int4 = getattr(args, "int8", False), getattr(args, "int4", False)
+    if int8 and int4:
+        raise UserError("--int8 and --int4 exclude each other")
+    if int8 or int4:
         from ..nn.fast import prepare_inference
 
-        prepare_inference(model, fuse=True, int8=True)
+        prepare_inference(model, fuse=True, int8=int8, int4=int4, int4_head=False)
     return model.eval(), tok
 
 

@@ -1,8 +1,8 @@
-"""Inference fast paths for a trained model: fused projections and int8 weight-only linear layers.
+"""Inference fast paths for a trained model: fused projections, int8 / int4 weight-only linears.
 
-`prepare_inference(model, fuse=True, int8=False)` applies them in place (the model can no longer
-be trained). Each equals the reference path in tests (tests/test_generate.py): fusing exactly up
-to float rounding, int8 within the tolerance below.
+`prepare_inference(model, fuse=True, int8=False, int4=False)` applies them in place (the model can
+no longer be trained). Each equals the reference path in tests (tests/test_generate.py,
+tests/test_fast_paths.py): fusing exactly up to float rounding, int8 / int4 within stated tolerances.
 
 Fusing: q/k/v projections become one matmul (MultiHeadAttention.fuse_qkv), gate/up of a gated FFN
 one more (FeedForward.fuse): fewer, larger matmuls per decoding step.
@@ -17,6 +17,13 @@ The product runs in torch's int8-weight kernel (`torch._weight_int8pack_mm`) wit
 activations, the case it has a fast CPU kernel for; the output is cast back to the input dtype.
 `quantize_int8(model)` swaps every nn.Linear (the output projection included); the reference
 path is the unquantized model (tests/test_generate.py compares them).
+
+Int4 weight-only, group-wise (asymmetric, groups of g = 32 inputs): for output row j and
+group G of inputs,
+    s_jG = (max_G W_j - min_G W_j) / 15,   Q_ji = round((W_ji - min_G W_j) / s_jG) in [0, 15]
+    W_ji ≈ (Q_ji - 8) s_jG + z_jG,         z_jG = min_G W_j + 8 s_jG
+run by torch's CPU int4 kernel (`torch._weight_int4pack_mm_for_cpu`, bf16 activations; it takes
+(K/g, N, 2) [scale, zero] pairs). Half the bytes of int8 again. CPU only.
 """
 
 from __future__ import annotations
@@ -54,19 +61,65 @@ class Int8Linear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, bias={self.bias is not None}"
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """Replace every nn.Linear of `model` (in place) by an Int8Linear; returns the model.
-    Inference only: the int8 weights have no gradients."""
+class Int4Linear(nn.Module):
+    """nn.Linear(in, out) with 4-bit weights in groups of `group` inputs (packed for torch's CPU
+    kernel, (out, in / 2) uint8) and a bf16 [scale, zero] pair per (group, output)."""
+
+    def __init__(self, linear: nn.Linear, group: int = 32):
+        super().__init__()
+        n, k = linear.weight.shape
+        w = linear.weight.detach().float().view(n, k // group, group)   # (N, K/g, g)
+        lo, hi = w.amin(-1), w.amax(-1)
+        scale = ((hi - lo) / 15).clamp(min=1e-12)                          # (N, K/g)
+        q = torch.round((w - lo[..., None]) / scale[..., None]).clamp(0, 15)
+        q = q.to(torch.int32).view(n, k)
+        self.register_buffer("weight_int4", torch._convert_weight_to_int4pack_for_cpu(q, 2))
+        zero = lo + 8 * scale
+        self.register_buffer("scale_zero", torch.stack([scale.t(), zero.t()], -1)
+                             .to(torch.bfloat16).contiguous())             # (K/g, N, 2)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(),
+                                                                  requires_grad=False)
+        self.in_features, self.out_features, self.group = k, n, group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.size(-1)).to(torch.bfloat16).contiguous()
+        y = torch._weight_int4pack_mm_for_cpu(x2, self.weight_int4, self.group, self.scale_zero)
+        y = y.to(x.dtype).view(*lead, self.out_features)
+        return y if self.bias is None else y + self.bias.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in={self.in_features}, out={self.out_features}, group={self.group}, "
+                f"bias={self.bias is not None}")
+
+
+def int4_group(linear: nn.Linear) -> int | None:
+    """The int4 group size for this layer (32: as accurate as the kernel allows, and as fast as
+    64 in our measurements), or None if the kernel cannot take it
+    (it needs in % 32 == 0 and out % 16 == 0)."""
+    if not hasattr(torch, "_weight_int4pack_mm_for_cpu") or linear.weight.device.type != "cpu":
+        return None
+    k, n = linear.in_features, linear.out_features
+    return 32 if k % 32 == 0 and n % 16 == 0 else None
+
+
+def quantize_int8(model: nn.Module, int4: bool = False, skip: tuple = ()) -> nn.Module:
+    """Replace every nn.Linear of `model` (in place) by an Int8Linear -- or, with `int4`, by an
+    Int4Linear where the kernel accepts the shape (else Int8Linear); children named in `skip`
+    stay int8. Returns the model. Inference only: the weights have no gradients."""
     for name, child in list(model.named_children()):
         if isinstance(child, nn.Linear):
-            setattr(model, name, Int8Linear(child))
+            g = int4_group(child) if int4 and name not in skip else None
+            setattr(model, name, Int4Linear(child, g) if g else Int8Linear(child))
         else:
-            quantize_int8(child)
+            quantize_int8(child, int4, skip)
     return model
 
 
-def prepare_inference(model: nn.Module, fuse: bool = True, int8: bool = False) -> nn.Module:
-    """Eval mode, fused projections (`fuse`), int8 weight-only linears (`int8`). In place."""
+def prepare_inference(model: nn.Module, fuse: bool = True, int8: bool = False,
+                      int4: bool = False, int4_head: bool = True) -> nn.Module:
+    """Eval mode, fused projections (`fuse`), int8 weight-only linears (`int8`) or int4 ones
+    (`int4`; the output layer `lm_head` stays int8 unless `int4_head`). In place."""
     from .attention import MultiHeadAttention
     from .feedforward import FeedForward
 
@@ -77,6 +130,6 @@ def prepare_inference(model: nn.Module, fuse: bool = True, int8: bool = False) -
                 m.fuse_qkv()
             elif isinstance(m, FeedForward):
                 m.fuse()
-    if int8:
-        quantize_int8(model)
+    if int8 or int4:
+        quantize_int8(model, int4=int4, skip=() if int4_head else ("lm_head",))
     return model
