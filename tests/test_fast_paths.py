@@ -10,7 +10,7 @@ import torch
 import zeroformer
 from zeroformer.generate import DecoderSession
 from zeroformer.models.decoder import Decoder
-from zeroformer.nn.fast import Int4Linear, Int8Linear, prepare_inference
+from zeroformer.nn.fast import Int4Linear, Int8Linear, RefinedInt4Linear, prepare_inference
 
 pytestmark = pytest.mark.skipif(not hasattr(torch, "_weight_int4pack_mm_for_cpu"),
                                 reason="this torch has no CPU int4 kernel")
@@ -31,6 +31,22 @@ def test_int4_linear_equals_its_dequantized_weight():
     assert got.dtype == x.dtype and got.shape == (5, 48)
     assert (got - ref).abs().max() / ref.abs().max() < 2e-2
     assert (w_hat - lin.weight).abs().max() <= s.max() / 2 + 1e-6  # the rounding is to a grid point
+
+
+def test_refined_head_top_logits_are_int8():
+    """RefinedInt4Linear: its k largest logits equal x Q_J^T s_J exactly (int8 rows, x's dtype),
+    the rest are the int4 layer's."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 512, bias=True)
+    r = RefinedInt4Linear(lin, k=8)
+    x = torch.randn(3, 64)
+    y, coarse = r(x), r.coarse(x)
+    idx = coarse.topk(8, dim=-1).indices
+    w8 = r.fine.weight_int8.float() * r.fine.scale.float()[:, None]
+    expect = (x @ w8.t() + lin.bias.detach()).gather(-1, idx)
+    torch.testing.assert_close(y.gather(-1, idx), expect, atol=1e-4, rtol=1e-4)
+    keep = torch.ones_like(y, dtype=torch.bool).scatter(-1, idx, False)
+    assert torch.equal(y[keep], coarse[keep])
 
 
 def _random_model():
@@ -71,7 +87,20 @@ def test_int4_smollm2_greedy_still_paris():
     if path is None:
         pytest.skip("SmolLM2 not fetched (zeroformer data fetch smollm2)")
     model = zeroformer.load(path)
-    prepare_inference(model, fuse=True, int4=True, int4_head=False)
+    prepare_inference(model, fuse=True, int4=True, int4_head="refine")  # what --int4 uses
     ids = torch.tensor([model.tokenizer.encode("The capital of France is")])
     out = model.generate(ids, max_new_tokens=2, eos_token_id=None)
     assert model.tokenizer.decode(out[0, ids.size(1):].tolist()).startswith(" Paris")
+
+
+@pytest.mark.slow
+def test_compiled_int4_decoding_equals_eager():
+    """prepare_inference(compile=True): torch.compile'd forward (dynamic shapes) gives the eager
+    int4 model's greedy tokens and logits (to float rounding), over growing cache lengths."""
+    ref = prepare_inference(_random_model(), fuse=True, int4=True, int4_head=False)
+    fast = prepare_inference(copy.deepcopy(ref), compile=True)
+    ids = torch.randint(0, ref.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(2))
+    kw = dict(max_new_tokens=10, eos_token_id=None)
+    assert torch.equal(fast.generate(ids, **kw), ref.generate(ids, **kw))
+    with torch.no_grad():
+        torch.testing.assert_close(fast(ids), ref(ids), atol=1e-4, rtol=1e-4)

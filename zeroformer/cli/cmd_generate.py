@@ -22,7 +22,7 @@ def add_model_args(p, sampling=True):
     p.add_argument("--int8", action="store_true",
                    help="int8 weight-only linear layers (faster on CPU, ~1e-2 relative error)")
     p.add_argument("--int4", action="store_true",
-                   help="int4 group-wise weight-only linear layers, output layer int8 "
+                   help="int4 group-wise weight-only linear layers, output layer re-scoring its top 64 in int8 "
                         "(fastest on CPU; CPU only)")
     if sampling:
         p.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
@@ -70,7 +70,7 @@ def load_lm(args):
     if int8 or int4:
         from ..nn.fast import prepare_inference
 
-        prepare_inference(model, fuse=True, int8=int8, int4=int4, int4_head=False)
+        prepare_inference(model, fuse=True, int8=int8, int4=int4, int4_head="refine")
     return model.eval(), tok
 
 

@@ -23,7 +23,8 @@ group G of inputs,
     s_jG = (max_G W_j - min_G W_j) / 15,   Q_ji = round((W_ji - min_G W_j) / s_jG) in [0, 15]
     W_ji ≈ (Q_ji - 8) s_jG + z_jG,         z_jG = min_G W_j + 8 s_jG
 run by torch's CPU int4 kernel (`torch._weight_int4pack_mm_for_cpu`, bf16 activations; it takes
-(K/g, N, 2) [scale, zero] pairs). Half the bytes of int8 again. CPU only.
+(K/g, N, 2) [scale, zero] pairs). Half the bytes of int8 again. CPU only. RefinedInt4Linear
+(the output layer with int4_head="refine") re-scores the top 64 int4 logits with int8 rows.
 """
 
 from __future__ import annotations
@@ -93,6 +94,27 @@ class Int4Linear(nn.Module):
                 f"bias={self.bias is not None}")
 
 
+class RefinedInt4Linear(nn.Module):
+    """An output layer in two passes: int4 logits for every row (Int4Linear), then the `k` largest
+    recomputed with int8 rows (Int8Linear's quantization):
+        y = int4(x);  J = top-k(y);  y_J = s_J * (x Q_J^T)
+    The winners (argmax, top-k/top-p candidates) get int8 accuracy at about int4 cost."""
+
+    def __init__(self, linear: nn.Linear, group: int = 32, k: int = 64):
+        super().__init__()
+        self.coarse, self.fine, self.k = Int4Linear(linear, group), Int8Linear(linear), k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.coarse(x)
+        k = min(self.k, y.size(-1))
+        idx = y.topk(k, dim=-1).indices                                       # (..., k)
+        rows = self.fine.weight_int8[idx].to(x.dtype)                          # (..., k, in)
+        exact = (rows @ x.unsqueeze(-1)).squeeze(-1) * self.fine.scale[idx].to(x.dtype)
+        if self.fine.bias is not None:
+            exact = exact + self.fine.bias.to(x.dtype)[idx]
+        return y.scatter(-1, idx, exact)
+
+
 def int4_group(linear: nn.Linear) -> int | None:
     """The int4 group size for this layer (32: as accurate as the kernel allows, and as fast as
     64 in our measurements), or None if the kernel cannot take it
@@ -103,23 +125,33 @@ def int4_group(linear: nn.Linear) -> int | None:
     return 32 if k % 32 == 0 and n % 16 == 0 else None
 
 
-def quantize_int8(model: nn.Module, int4: bool = False, skip: tuple = ()) -> nn.Module:
+def quantize_int8(model: nn.Module, int4: bool = False, skip: tuple = (),
+                  refine: tuple = ()) -> nn.Module:
     """Replace every nn.Linear of `model` (in place) by an Int8Linear -- or, with `int4`, by an
     Int4Linear where the kernel accepts the shape (else Int8Linear); children named in `skip`
-    stay int8. Returns the model. Inference only: the weights have no gradients."""
+    stay int8, those in `refine` become RefinedInt4Linear. Returns the model. Inference only: the weights have no gradients."""
     for name, child in list(model.named_children()):
         if isinstance(child, nn.Linear):
             g = int4_group(child) if int4 and name not in skip else None
-            setattr(model, name, Int4Linear(child, g) if g else Int8Linear(child))
+            if g and name in refine:
+                setattr(model, name, RefinedInt4Linear(child, g))
+            else:
+                setattr(model, name, Int4Linear(child, g) if g else Int8Linear(child))
         else:
-            quantize_int8(child, int4, skip)
+            quantize_int8(child, int4, skip, refine)
     return model
 
 
 def prepare_inference(model: nn.Module, fuse: bool = True, int8: bool = False,
-                      int4: bool = False, int4_head: bool = True) -> nn.Module:
+                      int4: bool = False, int4_head: bool | str = True,
+                      compile: bool = False) -> nn.Module:
     """Eval mode, fused projections (`fuse`), int8 weight-only linears (`int8`) or int4 ones
-    (`int4`; the output layer `lm_head` stays int8 unless `int4_head`). In place."""
+    (`int4`; the output layer `lm_head` stays int8 unless `int4_head`; int4_head="refine": int4
+    plus int8 re-scoring of its top 64, RefinedInt4Linear). In place.
+
+    `compile`: model.forward goes through torch.compile (dynamic shapes, so one graph serves every
+    cache length); the first call compiles (14-60 s on CPU, needs a C++ compiler). Measured no
+    faster than eager int4 on SmolLM2 / 1-2 CPU threads (benchmarks/bench_decode.py notes)."""
     from .attention import MultiHeadAttention
     from .feedforward import FeedForward
 
@@ -131,5 +163,8 @@ def prepare_inference(model: nn.Module, fuse: bool = True, int8: bool = False,
             elif isinstance(m, FeedForward):
                 m.fuse()
     if int8 or int4:
-        quantize_int8(model, int4=int4, skip=() if int4_head else ("lm_head",))
+        quantize_int8(model, int4=int4, skip=() if int4_head else ("lm_head",),
+                      refine=("lm_head",) if int4_head == "refine" else ())
+    if compile:
+        model.forward = torch.compile(model.forward, dynamic=True)
     return model
