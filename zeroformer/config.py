@@ -28,8 +28,28 @@ POSITIONS = ("learned", "sinusoidal", "rope", "none")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 
 
+class DataclassJSON:
+    """to_dict / from_dict (unknown fields refused, naming them) / replace, for a config dataclass."""
+
+    what = "config"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UserError(f"unknown {cls.what} field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(DataclassJSON):
     arch: str = "decoder"
     vocab_size: int = 256
     n_layer: int = 4               # decoder layers (or encoder layers for arch=encoder)
@@ -79,18 +99,6 @@ class ModelConfig:
         if self.n_head % self.n_kv_head:
             raise UserError(f"n_head={self.n_head} is not a multiple of n_kv_head={self.n_kv_head}")
 
-    # -- serialisation ------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UserError(f"unknown config field(s): {', '.join(unknown)}")
-        return cls(**d)
-
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
@@ -102,8 +110,6 @@ class ModelConfig:
             raise UserError(f"cannot read config {path}: {e}") from None
         return cls.from_dict(d)
 
-    def replace(self, **changes) -> "ModelConfig":
-        return dataclasses.replace(self, **changes)
 
 
 _GPT2 = dict(arch="decoder", vocab_size=50257, max_seq_len=1024, position="learned",

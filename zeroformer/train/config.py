@@ -6,9 +6,9 @@ namespace covers both (tests check it).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
+from ..config import DataclassJSON
 from ..errors import UserError
 
 SCHEDULES = ("cosine", "noam", "constant")
@@ -20,7 +20,9 @@ RESUMABLE_CHANGES = frozenset({"max_steps", "eval_every", "eval_steps", "save_ev
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DataclassJSON):
+    what = "training"
+
     # data
     batch_size: int = 16          # sequences per micro-batch
     block_size: int = 128         # tokens per training sequence (context length while training)
@@ -72,17 +74,3 @@ class TrainConfig:
                 raise UserError(f"{name} must be >= 0 (got {getattr(self, name)})")
         if self.schedule == "noam" and self.warmup_steps < 1:
             raise UserError("schedule=noam needs warmup_steps >= 1")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UserError(f"unknown training field(s): {', '.join(unknown)}")
-        return cls(**d)
-
-    def replace(self, **changes) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
