@@ -268,3 +268,18 @@ def read_training_text(files, desc="reading"):
             raise UserError(f"{p}: not valid UTF-8 text (byte {e.start}: {e.reason}); "
                             "convert it to UTF-8 first") from None
     return texts
+
+
+class TableTokenizer(Tokenizer):
+    """A tokenizer whose vocabulary is a table: `stoi` (piece -> id) and `itos` (id -> piece, the
+    special tokens included). Char and word tokenizers are this."""
+
+    def id_to_token(self, i):
+        return self.itos[i]
+
+    def token_to_id(self, token):
+        return self.special_tokens.get(token, self.stoi.get(token))
+
+    @property
+    def vocab_size(self):
+        return len(self.itos)

@@ -13,7 +13,7 @@ special tokens (which take the first ids). A character outside the vocabulary be
 from __future__ import annotations
 
 from ..errors import UserError
-from .base import Tokenizer
+from .base import TableTokenizer
 
 DEFAULT_ROLES = {"<pad>": "pad", "<unk>": "unk", "<bos>": "bos", "<eos>": "eos",
                  "<mask>": "mask", "[CLS]": "cls", "[SEP]": "sep", "[PAD]": "pad",
@@ -25,7 +25,7 @@ def roles_from_specials(specials):
     return {DEFAULT_ROLES[s]: s for s in specials if s in DEFAULT_ROLES}
 
 
-class CharTokenizer(Tokenizer):
+class CharTokenizer(TableTokenizer):
     """Ids are positions in `chars` (after the special tokens)."""
 
     type = "char"
@@ -72,16 +72,6 @@ class CharTokenizer(Tokenizer):
 
     def _decode_ids(self, ids):
         return "".join(self.itos[i] for i in ids)
-
-    def id_to_token(self, i):
-        return self.itos[i]
-
-    def token_to_id(self, token):
-        return self.special_tokens.get(token, self.stoi.get(token))
-
-    @property
-    def vocab_size(self):
-        return len(self.special_tokens) + len(self.chars)
 
     def to_dict(self):
         return {"type": self.type, "version": 1, "chars": self.chars,

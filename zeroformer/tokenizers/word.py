@@ -14,13 +14,13 @@ from collections import Counter
 import regex
 
 from ..errors import UserError
-from .base import Tokenizer
+from .base import TableTokenizer
 
 WORD_PATTERN = r"\w+|[^\w\s]"
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 
 
-class WordTokenizer(Tokenizer):
+class WordTokenizer(TableTokenizer):
     type = "word"
     add_bos, add_eos = True, True
 
@@ -60,16 +60,6 @@ class WordTokenizer(Tokenizer):
             glue = not out or (len(w) == 1 and not w.isalnum() and w not in "([{\"'")
             out += w if glue else " " + w
         return out
-
-    def id_to_token(self, i):
-        return self.itos[i]
-
-    def token_to_id(self, token):
-        return self.special_tokens.get(token, self.stoi.get(token))
-
-    @property
-    def vocab_size(self):
-        return len(self.special_tokens) + len(self.words)
 
     def to_dict(self):
         return {"type": self.type, "version": 1, "words": self.words, "lowercase": self.lowercase,
