@@ -286,3 +286,12 @@ def test_an_outdated_build_is_rebuilt(tmp_path, monkeypatch):
     assert data.locate("fake") is None
     assert data.fetch("fake", quiet=True).read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".fake.lock", "fake"]
+
+
+def test_clean_osis_stops_at_the_chapter_end():
+    from zeroformer.data.bible import clean_osis
+
+    raw = ('<w lemma="strong:G3956">The</w> grace be with all the saints. Amen. <chapter eID="Rev.22"/>'
+           '<title level="1">World English Bible Glossary</title> The following words used in the')
+    assert clean_osis(raw) == "The grace be with all the saints. Amen."
+    assert clean_osis('In the beginning<note n="a">or, first</note> God') == "In the beginning God"

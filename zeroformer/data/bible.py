@@ -47,11 +47,16 @@ _MODULES = {  # Debian package -> (module folder, pysword versification)
 _DROP = re.compile(r"<(note|speaker|catchWord)\b[^>]*?(?<!/)>.*?</\1>"
                    r"|<title(?![^>]*canonical=\"true\")[^>]*?(?<!/)>.*?</title>", re.S)
 _TAG = re.compile(r"<[^>]*>")
+_CHAPTER_END = re.compile(r"<chapter\b[^>]*\beID=")
 _GAP = "\x00"
 
 
 def clean_osis(text: str) -> str:
-    """OSIS verse markup -> plain text (see the module docstring for the rules)."""
+    """OSIS verse markup -> plain text (see the module docstring for the rules).
+
+    Whatever follows a chapter's end marker is not the verse (the WEB appends its whole glossary,
+    17,500 characters, to Revelation 22:21 that way), so it is cut."""
+    text = _CHAPTER_END.split(text, maxsplit=1)[0]
     text = _DROP.sub(_GAP, text)
     text = _TAG.sub("", text)
     text = re.sub(rf"(?<=\w){_GAP}(?=\w)", " ", text).replace(_GAP, "")
@@ -97,7 +102,7 @@ def _row(key, es, en):
 
 @register("bible-es-en", "Spanish–English verse pairs (Reina-Valera 1909 / World English Bible), "
           "split by book (public domain)", "debian:sword-text-sparv + sword-text-web (pysword)",
-          version=2)
+          version=3)
 def _bible(tmp, work, quiet):
     try:
         import pysword  # noqa: F401
