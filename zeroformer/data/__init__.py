@@ -18,7 +18,7 @@ from .cache import REGISTRY, fetch, home, locate
 
 # The set the test suite needs: `zeroformer data fetch --all-test`.
 TEST_DATASETS = ["gpt2-tokenizer", "minilm", "smollm2", "llama-cpp-vocab", "llama-spm", "cl100k",
-                 "shakespeare", "bible-es-en"]
+                 "shakespeare", "bible-es-en", "austen", "fortunes"]
 
 DATASETS: dict[str, str] = {name: ds.description for name, ds in REGISTRY.items()}
 
