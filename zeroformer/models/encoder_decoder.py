@@ -38,9 +38,7 @@ def padding_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     A row with no real token (an empty source) may see every key so softmax stays finite."""
     if mask is None or bool(mask.all()):
         return None
-    m = mask.bool()
-    m = m | ~m.any(-1, keepdim=True)
-    return m[:, None, None, :]
+    return build_mask(1, mask.size(-1), causal=False, key_padding=mask)
 
 
 class EncoderDecoder(nn.Module):
