@@ -108,3 +108,31 @@ def test_finished_sentences_leave_the_batch_and_results_do_not_change():
         one = m.generate(src[i:i + 1], 20, num_beams=3)[0].tolist()
         assert both[i, : len(one)].tolist() == one
         assert all(t == PAD for t in both[i, len(one):].tolist())
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_beams_sharing_one_memory_row_equal_a_copy_per_beam(use_cache):
+    """Seq2SeqSession(rows=B*K) keeps one encoder output / cross K/V per sentence and folds the
+    K beams' queries into one attention: logits must equal giving every beam its own copy, also
+    after beams are reordered within sentences and after a sentence leaves the batch."""
+    m = model(vocab=30, seed=3)
+    g = torch.Generator().manual_seed(5)
+    src = torch.randint(2, 30, (3, 6), generator=g)
+    mask = torch.ones_like(src)
+    mask[1, 4:] = 0
+    k = 4
+    memory = m.encode(src, mask)
+    shared = Seq2SeqSession(m, memory, mask, 8, use_cache, rows=3 * k)
+    copied = Seq2SeqSession(m, memory.repeat_interleave(k, 0), mask.repeat_interleave(k, 0), 8,
+                            use_cache)
+    ids = torch.randint(2, 30, (3 * k, 1), generator=g)
+    orders = [torch.tensor([1, 0, 0, 3, 4, 4, 6, 5, 9, 9, 8, 11]),   # beams move within sentences
+              torch.tensor([4, 5, 6, 7, 8, 9, 10, 11]),              # sentence 0 finished
+              torch.tensor([0, 0, 2, 1, 7, 6, 5, 4])]
+    for step in range(4):
+        a, b = shared.step(ids), copied.step(ids)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        if step < len(orders):
+            shared.reorder(orders[step])
+            copied.reorder(orders[step])
+            ids = torch.randint(2, 30, (orders[step].numel(), 1), generator=g)

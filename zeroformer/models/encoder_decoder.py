@@ -113,7 +113,7 @@ class EncoderDecoder(nn.Module):
 
     def new_cache(self, batch: int, max_len: int, dtype=None) -> list[LayerCache]:
         """Per decoder block: a KVCache for self-attention and an empty StaticKV for cross."""
-        c, p = self.config, self.lm_head.weight
+        c, p = self.config, self.target_embeddings.tok.weight  # activations: embedding dtype
         return [LayerCache(KVCache(batch, c.n_kv_head, max_len, c.head_dim, dtype or p.dtype,
                                    p.device), StaticKV()) for _ in self.decoder]
 
@@ -142,13 +142,9 @@ class EncoderDecoder(nn.Module):
             b = input_ids.size(0)
             prompt = input_ids.new_full((b, 1), start)
 
-            def session(n):  # n = b * num_beams rows: repeat each source's state per beam
-                rep = n // b
-                mem = memory.repeat_interleave(rep, 0) if rep > 1 else memory
-                msk = attention_mask
-                if msk is not None and rep > 1:
-                    msk = msk.repeat_interleave(rep, 0)
-                return Seq2SeqSession(self, mem, msk, max_new_tokens + 1, use_cache)
+            def session(n):  # n = b * num_beams rows; the beams of a sentence share its memory
+                return Seq2SeqSession(self, memory, attention_mask, max_new_tokens + 1, use_cache,
+                                      rows=n)
 
             if num_beams > 1:
                 return beam_search(session, prompt, max_new_tokens, num_beams,
@@ -168,11 +164,19 @@ class Seq2SeqSession:
     Cached: cross-attention K/V are computed on the first step and kept (StaticKV); decoder
     self-attention K/V are appended to a KVCache.
     Uncached (use_cache=False): the whole target prefix is re-run every step (the slow reference).
+
+    rows: the number of target rows N (default memory.size(0)); N = g * memory.size(0) means g
+    consecutive rows (the beams of one sentence) share one memory row, its cross K/V and mask
+    (see MultiHeadAttention: never copied per beam).
     """
 
-    def __init__(self, model, memory, src_mask, max_len, use_cache=True):
+    def __init__(self, model, memory, src_mask, max_len, use_cache=True, rows=None):
         self.model, self.memory, self.src_mask = model, memory, src_mask
-        self.cache = model.new_cache(memory.size(0), max_len) if use_cache else None
+        rows = rows or memory.size(0)
+        if rows % memory.size(0):
+            raise ValueError(f"{rows} target rows cannot share {memory.size(0)} memory rows")
+        self.group = rows // memory.size(0)
+        self.cache = model.new_cache(rows, max_len) if use_cache else None
         self.prefix = None
 
     @torch.no_grad()
@@ -187,16 +191,17 @@ class Seq2SeqSession:
     def reorder(self, index):
         """Keep rows `index`. Beams only move within a sentence, whose rows share memory and
         cross K/V, so those are re-indexed only when beam search drops finished sentences."""
-        shrink = index.numel() != self.memory.size(0)
+        shrink = index.numel() != self.memory.size(0) * self.group
         if shrink:
-            self.memory = self.memory.index_select(0, index)
+            index_memory = index[:: self.group] // self.group  # the sentences kept
+            self.memory = self.memory.index_select(0, index_memory)
             if self.src_mask is not None:
-                self.src_mask = self.src_mask.index_select(0, index)
+                self.src_mask = self.src_mask.index_select(0, index_memory)
         if self.cache is not None:
             for layer in self.cache:
                 layer.self_kv.reorder(index)
                 if shrink:
-                    layer.cross_kv.reorder(index)
+                    layer.cross_kv.reorder(index_memory)
         else:
             self.prefix = self.prefix.index_select(0, index)
 

@@ -187,6 +187,11 @@ class MultiHeadAttention(nn.Module):
                 positions=None, cache=None):
         """x: (B, T_q, d). memory: (B, T_k, d) for cross-attention. positions: (B, T_q) for RoPE.
 
+        Cross-attention also takes memory (B / g, T_k, d) for g consecutive query rows sharing one
+        memory row (beam search: the g beams of a sentence): their queries are then folded into
+        one (B / g, h, g * T_q, d) attention over the shared keys, the same numbers with g times
+        fewer keys/values to project, store and read.
+
         cache: a KVCache (self-attention: new keys appended) or StaticKV (cross: filled once).
         """
         if self.qkv is not None:  # fused: split the one projection into q, k, v
@@ -212,11 +217,17 @@ class MultiHeadAttention(nn.Module):
         if self.cross and rope is not None:
             raise ValueError("RoPE is for self-attention only")
         p = self.dropout if self.training else 0.0
+        b, _, t, _ = q.shape
+        g = b // k.size(0)  # > 1: g query rows share one memory row (the beams of one sentence)
+        if g > 1:           # fold them into the query axis: (B*g, h, T, d) -> (B, h, g*T, d)
+            q = q.view(b // g, g, self.n_head, t, -1).transpose(1, 2).reshape(
+                b // g, self.n_head, g * t, -1)
         if self.use_sdpa and not self.keep_weights:
             out = attention(q, k, v, mask=mask, causal=causal, dropout_p=p, training=self.training)
         else:
             out, w = reference_attention(q, k, v, mask=mask, causal=causal, dropout_p=p,
                                          training=self.training, return_weights=True)
             self.last_weights = w.detach() if self.keep_weights else None
-        b, _, t, _ = out.shape
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.n_head * self.head_dim))
+        if g > 1:
+            out = out.view(b // g, self.n_head, g, t, -1).transpose(1, 2)
+        return self.o_proj(out.transpose(-3, -2).reshape(b, t, self.n_head * self.head_dim))
