@@ -1,4 +1,5 @@
-# zeroformer: `make demo` trains a small model and prints a sample; `make test` runs the tests.
+# zeroformer: `make demo` trains a Spanish->English Transformer and translates with it (`make
+# demo-char`: a character-level GPT in minutes); `make test` runs the tests.
 # Both create ./.venv on first use (python3 -m venv) and install what they need; a stamp file
 # makes later runs skip the set-up until pyproject.toml changes.
 #
@@ -14,11 +15,13 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.zeroformer-setup
-DEMO_OUT ?= runs/demo-shakespeare-char
-DEMO_STEPS ?= 500
+DEMO_OUT ?= runs/demo-es-en
+DEMO_STEPS ?= 1000
+DEMO_CHAR_OUT ?= runs/demo-shakespeare-char
+DEMO_CHAR_STEPS ?= 500
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test clean-demo
+.PHONY: setup demo demo-char test clean-demo
 
 setup: $(STAMP)
 
@@ -43,12 +46,27 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[test,data]'
 	@touch $(STAMP)
 
-# A short character-level GPT on Shakespeare (~DEMO_STEPS steps), then a generated sample.
+# The main job: the 2017 Transformer learns Spanish -> English from Bible verses (the first
+# DEMO_STEPS of `translate-es-en`, whose full run is 2000 steps): it prints validation loss and
+# BLEU every 500 steps and the test books' BLEU / chrF at the end (about 9 BLEU after 1000 steps,
+# 20-30 min on 2 CPU cores), then translates three sentences it never saw.
 demo: setup
-	$(BIN)/zeroformer data fetch shakespeare
+	$(BIN)/zeroformer data fetch bible-es-en
 	rm -rf $(DEMO_OUT)
-	$(BIN)/zeroformer train shakespeare-char --out $(DEMO_OUT) --max-steps $(DEMO_STEPS) \
-	  --eval_every=$(DEMO_STEPS) --save-every $(DEMO_STEPS)
+	$(BIN)/zeroformer train translate-es-en --out $(DEMO_OUT) --max-steps $(DEMO_STEPS) \
+	  --save-every $(DEMO_STEPS)
+	$(BIN)/zeroformer translate --model $(DEMO_OUT) --beams 4 \
+	  "No me ruegues que te deje, y que me aparte de ti." \
+	  "Y el pueblo se levantó de mañana." \
+	  "El rey dijo a sus siervos: Traed pan y agua."
+
+# The quickest one: a character-level GPT on Shakespeare (DEMO_CHAR_STEPS steps, a few minutes),
+# then a generated sample.
+demo-char: setup
+	$(BIN)/zeroformer data fetch shakespeare
+	rm -rf $(DEMO_CHAR_OUT)
+	$(BIN)/zeroformer train shakespeare-char --out $(DEMO_CHAR_OUT) --max-steps $(DEMO_CHAR_STEPS) \
+	  --eval_every=$(DEMO_CHAR_STEPS) --save-every $(DEMO_CHAR_STEPS)
 
 # The data the tests need is fetched first (tests that need a missing package skip with a reason).
 test: setup
@@ -57,4 +75,4 @@ test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean-demo:
-	rm -rf $(DEMO_OUT)
+	rm -rf $(DEMO_OUT) $(DEMO_CHAR_OUT)

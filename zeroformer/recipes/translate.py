@@ -67,7 +67,7 @@ def build_translate_es_en(model_cfg, train_cfg):
 RECIPES = {
     "translate-es-en": Recipe(
         name="translate-es-en",
-        description="Spanish->English 2017 Transformer (3+3 layers, d 256) on bible-es-en; "
+        description="Spanish->English 2017 Transformer (3+3 layers, d 128) on bible-es-en; "
                     "prints test BLEU/chrF",
         build=build_translate_es_en, preset="transformer-small",
         model_overrides=dict(vocab_size=BPE_VOCAB, n_layer=3, n_encoder_layer=3, d_model=128,
