@@ -224,3 +224,14 @@ def test_bf16_autocast_step_matches_fp32_within_tolerance(family):
         assert g16[name].dtype == torch.float32
         # + 1e-5: the key bias's gradient is 0 in exact arithmetic (softmax ignores a shift)
         assert (g16[name] - g).norm() <= 5e-2 * g.norm() + 1e-5, name
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc only")
+def test_keep_freed_memory_takes_effect_on_glibc():
+    import platform
+
+    from zeroformer.train.trainer import keep_freed_memory
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    assert keep_freed_memory() is True

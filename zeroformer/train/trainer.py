@@ -56,6 +56,30 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def keep_freed_memory() -> bool:
+    """Stop glibc's malloc from handing big blocks back to the kernel after each use.
+
+    A training step allocates and frees the same large buffers every time (logits alone are
+    batch x length x vocabulary floats: 120 MB for translate-es-en). glibc serves blocks over its
+    mmap threshold (at most 32 MB by default) with a fresh mmap and unmaps them on free, so every
+    step pays page faults and zeroing for them: a quarter of translate-es-en's CPU time was system
+    time. Raising the mmap and trim thresholds to 1 GiB keeps those pages in the heap for reuse
+    (1.35x faster steps measured; the process holds on to its peak memory). Linux/glibc only; a
+    no-op elsewhere. Returns whether it took effect."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and
+                    libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return False
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
@@ -68,6 +92,8 @@ class Trainer:
         self.out = Path(out) if out is not None else None
         self.meta = dict(meta or {})  # e.g. {"recipe": "toy"}: stored in trainer_state.json
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         self.model = task.model.to(self.device)
         if cfg.block_size > self.model.config.max_seq_len:
             raise UserError(f"block_size={cfg.block_size} exceeds the model's "
