@@ -100,6 +100,9 @@ def main():
     ap.add_argument("--beam-batch", default="32",
                     help="sentences per generate call, or several: 1,8,16,32,64 (32: what "
                          "`zeroformer translate` uses)")
+    ap.add_argument("--beam-order", choices=["file", "length"], default="file",
+                    help="batch the verses in file order, or sorted by length (as `zeroformer "
+                         "translate` does: less padding, sentences of a batch end together)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
@@ -202,6 +205,8 @@ def beam_benchmark(args, root, tmp, ours, MarianMTModel, export):
     hf = MarianMTModel.from_pretrained(tmp / "trained").eval()
     srcs = [s for s, _ in read_pairs(root / "test.tsv")][: args.beam_sentences]
     enc = [tok.encode(s)[:127] + [eos] for s in srcs]
+    if args.beam_order == "length":  # as `zeroformer translate` batches a file
+        enc.sort(key=len)
     n = len(srcs)
     speed = {}
     for size in [int(x) for x in str(args.beam_batch).split(",")]:
@@ -241,7 +246,8 @@ def beam_benchmark(args, root, tmp, ours, MarianMTModel, export):
 
         a, b = texts(outs["zeroformer"]), texts(outs["MarianMTModel"])
         same = sum(x == y for x, y in zip(a, b))
-        print(f"\n== beam search, 4 beams, {n} verses in batches of {size}, same weights, "
+        print(f"\n== beam search, 4 beams, {n} verses ({args.beam_order} order) in batches of "
+              f"{size}, same weights, "
               f"best of {args.rounds} ==")
         for name in best:
             speed[name, size] = n / best[name]

@@ -145,21 +145,17 @@ def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, nu
     rows = list(range(b))          # the sentences still searched, in the session's row order
     feed = seqs
     for step in range(max_new_tokens):
-        logits = session.step(feed, mask).float()                               # (R*K, V)
-        # The best 2K continuations of a sentence are among the best 2K tokens of each of its
-        # beams, so only those K * 2K get a log-probability: log p = logit - logsumexp(logits).
-        w = min(2 * k, logits.size(-1))
-        best_logit, best_tok = logits.topk(w, dim=-1)                            # (R*K, W)
-        cand = scores.view(-1, 1) + (best_logit - logits.logsumexp(-1, keepdim=True))
-        top_scores, top_pos = cand.view(len(rows), k * w).topk(w, dim=-1)        # (R, W)
-        top_tok = best_tok.view(len(rows), k * w).gather(1, top_pos)
-        top_scores, top_pos, top_tok = top_scores.tolist(), top_pos.tolist(), top_tok.tolist()
+        logp = session.step(feed, mask).float().log_softmax(-1)                 # (R*K, V)
+        v = logp.size(-1)
+        cand = (scores.view(-1, 1) + logp).view(len(rows), k * v)
+        top_scores, top_idx = cand.topk(2 * k, dim=-1)                          # (B, 2K)
+        top_scores, top_idx = top_scores.tolist(), top_idx.tolist()
         next_beam, next_tok, next_score = [], [], []
         length = step + 1
         for a, i in enumerate(rows):   # a: row in the session, i: sentence in the batch
             chosen = []
-            for s, pos, tok in zip(top_scores[a], top_pos[a], top_tok[a]):
-                beam = pos // w
+            for s, idx in zip(top_scores[a], top_idx[a]):
+                beam, tok = divmod(idx, v)
                 if done[i] or len(chosen) == k:
                     break
                 if tok in eos:

@@ -13,6 +13,10 @@ translate-es-en   Spanish -> English on `zeroformer data fetch bible-es-en` (ver
                   BLEU (100 valid verses) every 500 steps, and the test books' BLEU / chrF
                   (beam 4) at the end.
 
+Result of the default run (`zeroformer train translate-es-en --out DIR`, 2 CPU cores, nothing
+else running): 19 min 24 s wall; validation BLEU (greedy, 100 verses) 1.6 / 7.8 / 9.9 / 12.4 at
+steps 500 / 1000 / 1500 / 2000; test books, 4 beams: BLEU 16.3, chrF 37.3.
+
 Compute: the budget is what matters at this scale. A d_model-256 model (7.6M parameters) got
 test BLEU 1.5 after 500 steps (26 CPU-minutes); this smaller one takes 4-5x less CPU per step, so
 it sees several epochs in the same time and translates far better. The schedule does not depend
