@@ -112,6 +112,9 @@ def main():
                     "(e.g. a translate-es-en run); default: the model trained above")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    from zeroformer.train.trainer import keep_freed_memory
+
+    keep_freed_memory()  # as our trainer does; one process, so both models get it
     from transformers import MarianMTModel
     from transformers.utils import logging as hf_logging
 
