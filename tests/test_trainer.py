@@ -181,7 +181,8 @@ def test_train_and_model_field_names_do_not_collide():
 
 
 @pytest.mark.parametrize("bad", [dict(schedule="linear"), dict(dtype="fp8"), dict(batch_size=0),
-                                 dict(max_steps=-1), dict(schedule="noam", warmup_steps=0)])
+                                 dict(max_steps=-1), dict(schedule="noam", warmup_steps=0),
+                                 dict(scheduled_sampling=1.5), dict(scheduled_sampling=-0.1)])
 def test_bad_train_config_is_a_user_error(bad):
     with pytest.raises(UserError):
         TrainConfig(**bad)

@@ -121,8 +121,9 @@ def sample(session, prompt, max_new_tokens, attention_mask=None, temperature=0.0
 def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, num_beams=4,
                 attention_mask=None, eos_token_id=None, pad_token_id=None,
                 length_penalty=1.0) -> torch.Tensor:
-    """Batched beam search. `new_session(n)` builds a session for n = B * num_beams rows (the
-    caller expands any per-row state, e.g. encoder output, with repeat_interleave(num_beams)).
+    """Batched beam search. `new_session(n)` builds a session for n = B * num_beams rows: row
+    i * num_beams + j is beam j of prompt i (a session may share per-prompt state, such as the
+    encoder output, among a prompt's beams: see Seq2SeqSession).
 
     prompt: (B, T) -> (B, T + n): the best finished hypothesis of each row, padded with pad/eos.
     Hypotheses score sum(log p) / (generated length)^length_penalty.

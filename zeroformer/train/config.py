@@ -44,6 +44,7 @@ class TrainConfig(DataclassJSON):
     eps: float = 1e-8
     grad_clip: float = 1.0        # max global L2 norm of the gradient; 0 = off
     label_smoothing: float = 0.0  # epsilon_ls of the paper (0.1 there)
+    scheduled_sampling: float = 0.0  # translation: P(a gold decoder input -> the model's guess)
     # evaluation, logging, checkpoints
     eval_every: int = 200         # steps between evaluations; 0 = only at the end
     eval_steps: int = 20          # batches per evaluation
@@ -72,5 +73,7 @@ class TrainConfig(DataclassJSON):
                      "save_every", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if not 0.0 <= self.scheduled_sampling <= 1.0:
+            raise UserError(f"scheduled_sampling must be in [0, 1] (got {self.scheduled_sampling})")
         if self.schedule == "noam" and self.warmup_steps < 1:
             raise UserError("schedule=noam needs warmup_steps >= 1")
