@@ -26,6 +26,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..nn.attention import build_mask
 from ..nn.blocks import TransformerBlock
+from ..nn.dropout import Dropout
 from ..nn.embeddings import Embeddings
 from ..nn.feedforward import ACTIVATIONS
 from ..nn.init import init_normal
@@ -79,7 +80,7 @@ class Bert(nn.Module):
         self.nsp = nn.Linear(cfg.d_model, 2) if has("nsp") else None
         self.classifier = nn.Linear(cfg.d_model, n_labels) if has("classify") else None
         self.token_classifier = nn.Linear(cfg.d_model, n_labels) if has("tokens") else None
-        self.head_dropout = nn.Dropout(cfg.dropout)
+        self.head_dropout = Dropout(cfg.dropout)
         self.apply(init_normal)
 
     @property

@@ -106,10 +106,12 @@ class EncoderDecoder(nn.Module):
             h = h[:, -1:]
         return self.lm_head(h) + self.final_logits_bias.to(h.dtype)
 
-    def forward(self, src_ids, tgt_ids, src_mask=None, tgt_mask=None):
-        """Teacher forcing: src_ids (B, S), tgt_ids (B, T) -> logits (B, T, V)."""
+    def forward(self, src_ids, tgt_ids, src_mask=None, tgt_mask=None, return_hidden=False):
+        """Teacher forcing: src_ids (B, S), tgt_ids (B, T) -> logits (B, T, V) (the decoder's
+        final hidden states (B, T, d) with return_hidden, for a loss fused with the output layer)."""
         memory = self.encode(src_ids, src_mask)
-        return self.decode(tgt_ids, memory, src_mask=src_mask, tgt_mask=tgt_mask)
+        return self.decode(tgt_ids, memory, src_mask=src_mask, tgt_mask=tgt_mask,
+                           return_hidden=return_hidden)
 
     def new_cache(self, batch: int, max_len: int, dtype=None) -> list[LayerCache]:
         """Per decoder block: a KVCache for self-attention and an empty StaticKV for cross."""

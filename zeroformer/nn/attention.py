@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import dropout
 from .positions import RotaryEmbedding
 
 
@@ -77,7 +78,7 @@ def reference_attention(q, k, v, mask=None, causal=False, dropout_p=0.0, trainin
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     if dropout_p > 0.0 and training:
-        weights = F.dropout(weights, p=dropout_p)
+        weights = dropout(weights, dropout_p)
     out = weights @ v
     return (out, weights) if return_weights else out
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .attention import MultiHeadAttention
+from .dropout import Dropout
 from .feedforward import FeedForward
 from .norms import make_norm
 
@@ -47,7 +48,7 @@ class TransformerBlock(nn.Module):
         self.norm_cross = norm() if cross_attention else None
         self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation, cfg.gated_ffn, cfg.bias)
         self.norm_ffn = norm()
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def _sublayer(self, x, norm, fn):
         if self.prenorm:

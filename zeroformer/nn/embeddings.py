@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .dropout import Dropout
 from .norms import make_norm
 from .positions import LearnedPositionEmbedding, SinusoidalPositionalEncoding
 
@@ -33,7 +34,7 @@ class Embeddings(nn.Module):
             self.pos = SinusoidalPositionalEncoding(n_pos, cfg.d_model, cfg.sinusoidal_layout)
         self.seg = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
         self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps) if cfg.embed_norm else None
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.scale = math.sqrt(cfg.d_model) if cfg.scale_embeddings else 1.0
         self.position_offset = cfg.position_offset
         self.max_positions = cfg.max_seq_len
