@@ -48,8 +48,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 # The main job: the 2017 Transformer learns Spanish -> English from Bible verses (the first
 # DEMO_STEPS of `translate-es-en`, whose full run is 2000 steps): it prints validation loss and
-# BLEU every 500 steps and the test books' BLEU / chrF at the end (9.8 BLEU after 1000 steps,
-# about 10 min on 2 CPU cores; the full recipe: BLEU 16.3 in 19 min), then translates three
+# BLEU every 500 steps and the test books' BLEU / chrF at the end (9.7 BLEU after 1000 steps,
+# 8.5 min on 2 CPU cores; the full recipe: BLEU 16.2 in 19 min), then translates three
 # sentences it never saw.
 demo: setup
 	$(BIN)/zeroformer data fetch bible-es-en

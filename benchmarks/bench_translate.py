@@ -3,7 +3,10 @@
 1. Training. Both models have the same architecture and size (the translate-es-en model, or the
    sizes given), the SAME initial weights (ours exported to Marian), the same joint BPE tokenizer,
    the same token-count batches in the same order, the same label-smoothed loss, Adam(0.9, 0.98,
-   1e-9) and noam schedule, and the same wall-clock budget. Training alternates between the two
+   1e-9) and noam schedule, and the same wall-clock budget. Each trains as it would on its own:
+   ours through TranslationTask.loss (the output layer fused with the loss, padding rows skipped:
+   train/losses.py; dropout with nn/dropout.py's mask), MarianMTModel through its logits and
+   torch's dropout — the same function, computed differently. Training alternates between the two
    in slices of --slice-s seconds, so load changes on a shared machine hit both alike. Then both
    are scored identically: teacher-forced validation loss, and greedy test BLEU/chrF (Marian's
    trained weights are imported into our decoder for decoding, which is exact: see

@@ -136,3 +136,39 @@ def test_beams_sharing_one_memory_row_equal_a_copy_per_beam(use_cache):
             shared.reorder(orders[step])
             copied.reorder(orders[step])
             ids = torch.randint(2, 30, (orders[step].numel(), 1), generator=g)
+
+
+class ScriptedSession:
+    """A session whose next-token probabilities are a table keyed by the row's prefix."""
+
+    def __init__(self, table, rows):
+        self.table, self.prefix = table, [()] * rows
+
+    def step(self, ids, attention_mask=None):
+        self.prefix = [p + tuple(r) for p, r in zip(self.prefix, ids.tolist())]
+        out = torch.full((len(self.prefix), V), 1e-6)
+        for i, p in enumerate(self.prefix):
+            for tok, prob in self.table.get(p[1:], {}).items():
+                out[i, tok] = prob
+        return out.log()
+
+    def reorder(self, index):
+        self.prefix = [self.prefix[i] for i in index.tolist()]
+
+
+def test_an_eos_ranked_below_the_beam_width_does_not_finish_a_hypothesis():
+    """K = 2. Step 2 ranks (2 4) -1.386 running, (3 </s>) -1.397 EOS rank 1, (2 </s>) -1.492 EOS
+    rank 2, (3 4) -2.003 running. Only an EOS within the top K ranks finishes a hypothesis (as in
+    transformers), so (2 </s>) must not take the second slot: if it did, the search would stop at
+    step 3 (best running -2.733 / 3 <= -1.492 / 2) and return (3 </s>) (-0.699), missing
+    (2 4 2 </s>) (-2.743 / 4 = -0.686)."""
+    table = {(): {2: 0.5, 3: 0.45, EOS: 0.025, 4: 0.025},
+             (2,): {4: 0.5, EOS: 0.45, 2: 0.025, 3: 0.025},
+             (3,): {EOS: 0.55, 4: 0.3, 2: 0.075, 3: 0.075},
+             (2, 4): {2: 0.26, 3: 0.25, 4: 0.245, PAD: 0.2438, EOS: 0.0012},
+             (2, 4, 2): {EOS: 0.99}}
+    from zeroformer.generate import beam_search
+
+    out = beam_search(lambda n: ScriptedSession(table, n), torch.tensor([[PAD]]), 6, num_beams=2,
+                      eos_token_id=EOS, pad_token_id=PAD, length_penalty=1.0)
+    assert out[0].tolist()[:5] == [PAD, 2, 4, 2, EOS]

@@ -126,7 +126,10 @@ def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, nu
     encoder output, among a prompt's beams: see Seq2SeqSession).
 
     prompt: (B, T) -> (B, T + n): the best finished hypothesis of each row, padded with pad/eos.
-    Hypotheses score sum(log p) / (generated length)^length_penalty.
+    Hypotheses score sum(log p) / (generated length)^length_penalty. Each step ranks the 2K best
+    continuations of a prompt: the first K that do not end in EOS are its next beams, and one that
+    ends in EOS becomes a finished hypothesis only if it ranks among the first K (as in
+    transformers' beam search).
 
     A sentence whose search is over is dropped from the batch: `session.reorder(index)` then gets
     fewer rows than before (index keeps the K beams of each sentence still running), so later
@@ -155,12 +158,12 @@ def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, nu
         length = step + 1
         for a, i in enumerate(rows):   # a: row in the session, i: sentence in the batch
             chosen = []
-            for s, idx in zip(top_scores[a], top_idx[a]):
+            for rank, (s, idx) in enumerate(zip(top_scores[a], top_idx[a])):
                 beam, tok = divmod(idx, v)
                 if done[i] or len(chosen) == k:
                     break
-                if tok in eos:
-                    if len(chosen) < k and s > float("-inf"):  # only from the current top-k
+                if tok in eos:  # a hypothesis ends here, if it ranks among the k best
+                    if rank < k and s > float("-inf"):
                         hyp = torch.cat([seqs[a * k + beam], seqs.new_tensor([tok])])
                         finished[i].append((s / length ** length_penalty, hyp))
                     continue

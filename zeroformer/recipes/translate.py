@@ -15,8 +15,8 @@ translate-es-en   Spanish -> English on `zeroformer data fetch bible-es-en` (ver
                   greedy guess for a fraction P of the gold inputs (off by default).
 
 Result of the default run (`zeroformer train translate-es-en --out DIR`, 2 CPU cores, nothing
-else running): 19 min 24 s wall; validation BLEU (greedy, 100 verses) 1.6 / 7.8 / 9.9 / 12.4 at
-steps 500 / 1000 / 1500 / 2000; test books, 4 beams: BLEU 16.3, chrF 37.3.
+else running): 19 min 24 s wall; validation BLEU (greedy, 100 verses) 1.9 / 6.8 / 10.7 / 12.6 at
+steps 500 / 1000 / 1500 / 2000; test books, 4 beams: BLEU 16.2, chrF 36.8.
 
 Compute: the budget is what matters at this scale. A d_model-256 model (7.6M parameters) got
 test BLEU 1.5 after 500 steps (26 CPU-minutes); this smaller one takes 4-5x less CPU per step, so
