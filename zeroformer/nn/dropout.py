@@ -13,6 +13,8 @@ rounding (tests/test_dropout.py). Other devices use F.dropout.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,9 +24,7 @@ _LEVELS = 1 << 16
 
 def dropout_mask(shape, p: float, device=None, generator=None) -> torch.Tensor:
     """A float mask of `shape`: 0 with probability p' = round(p * 65536) / 65536, else 1 / (1 - p')."""
-    n = 1
-    for s in shape:
-        n *= s
+    n = math.prod(shape)
     words = torch.randint(-(1 << 63), (1 << 63) - 1, ((n + 3) // 4,), dtype=torch.int64,
                           device=device, generator=generator)
     u = words.view(torch.int16)[:n].view(shape)                   # uniform on [-32768, 32767]

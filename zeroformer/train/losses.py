@@ -78,6 +78,16 @@ def has_output_layer(model) -> bool:
     return isinstance(getattr(model, "lm_head", None), torch.nn.Linear)
 
 
+def model_loss(model, labels: torch.Tensor, label_smoothing: float, *inputs, **kwargs
+               ) -> tuple[torch.Tensor, int]:
+    """cross_entropy(model(*inputs, **kwargs), labels): through `output_layer_loss` (the output
+    layer fused with the loss) when the model has a plain lm_head, else through the logits."""
+    if has_output_layer(model):
+        hidden = model(*inputs, return_hidden=True, **kwargs)
+        return output_layer_loss(model, hidden, labels, label_smoothing)
+    return cross_entropy(model(*inputs, **kwargs), labels, label_smoothing)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Forward computes the loss AND the gradients block by block (the loss is the graph's end,
     so dL/dz is known then); backward only scales them by the incoming gradient."""
@@ -85,12 +95,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, bias, t, eps, block, mm_dtype):
         n, v = h.size(0), weight.size(0)
-        grads = any(ctx.needs_input_grad[:3])
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grads = need_h or need_w or need_b
         w = weight.to(mm_dtype)
-        grad_h = torch.empty(h.shape, dtype=torch.float32, device=h.device) if grads else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if grads else None
-        grad_b = torch.zeros(v, dtype=torch.float32, device=h.device) if grads else None
-        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        f32 = dict(dtype=torch.float32, device=h.device)
+        grad_h = torch.empty(h.shape, **f32) if need_h else None
+        grad_w = torch.zeros(weight.shape, **f32) if need_w else None
+        grad_b = torch.zeros(v, **f32) if need_b else None  # a fixed bias (Marian's): none
+        minus = torch.full((min(block, n), 1), eps - 1.0, **f32)  # -(1 - eps) at the target
+        total = torch.zeros((), **f32)
         for i in range(0, n, block):
             hc, tc = h[i: i + block].to(mm_dtype), t[i: i + block, None]
             if mm_dtype == torch.float32:
@@ -105,23 +118,22 @@ class _LinearCrossEntropy(torch.autograd.Function):
             total += ((1 - eps) * (lse - z_y) + eps * (lse - z_mean)).sum()
             if not grads:
                 continue
-            dz = p.div_(s).sub_(eps / v).scatter_add_(                # softmax(z) - q
-                1, tc, torch.full(tc.shape, eps - 1.0, device=h.device))
+            dz = p.div_(s).sub_(eps / v).scatter_add_(1, tc, minus[: len(tc)])  # softmax(z) - q
             dz_mm = dz.to(mm_dtype)
-            grad_h[i: i + block] = dz_mm @ w
-            if mm_dtype == torch.float32:
+            if need_h:
+                grad_h[i: i + block] = dz_mm @ w
+            if need_w and mm_dtype == torch.float32:
                 grad_w.addmm_(dz_mm.t(), hc)
-            else:
+            elif need_w:
                 grad_w += dz_mm.t() @ hc
-            grad_b += dz.sum(0)
+            if need_b:
+                grad_b += dz.sum(0)
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.n, ctx.dtypes = max(n, 1), (h.dtype, weight.dtype, bias.dtype)
         return total / max(n, 1)
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad_h, grad_w, grad_b = ctx.saved_tensors
         scale = grad_out / ctx.n
-        dh, dw, db = ctx.dtypes
-        return ((grad_h * scale).to(dh), (grad_w * scale).to(dw), (grad_b * scale).to(db),
-                None, None, None, None)
+        return tuple(None if g is None else (g * scale).to(dt)
+                     for g, dt in zip(ctx.saved_tensors, ctx.dtypes)) + (None,) * 4

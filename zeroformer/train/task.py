@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .data import batch_generator, random_windows
-from .losses import cross_entropy, has_output_layer, output_layer_loss
+from .losses import model_loss
 
 
 class Task:
@@ -72,9 +72,5 @@ class LMTask(Task):
                 for j in range(self.eval_steps)]
 
     def loss(self, model, batch):
-        if has_output_layer(model):  # the output layer fused with the loss: same numbers
-            h = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                      return_hidden=True)
-            return output_layer_loss(model, h, batch["labels"], self.label_smoothing)
-        logits = model(batch["input_ids"], attention_mask=batch.get("attention_mask"))
-        return cross_entropy(logits, batch["labels"], self.label_smoothing)
+        return model_loss(model, batch["labels"], self.label_smoothing, batch["input_ids"],
+                          attention_mask=batch.get("attention_mask"))

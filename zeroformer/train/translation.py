@@ -23,7 +23,7 @@ import sys
 import torch
 
 from .data import batch_generator
-from .losses import IGNORE_INDEX, cross_entropy, has_output_layer, output_layer_loss
+from .losses import IGNORE_INDEX, model_loss
 from .task import Task
 
 
@@ -137,11 +137,8 @@ class TranslationTask(Task):
             swap[:, 0] = False
             swap &= batch["labels"] != IGNORE_INDEX
             tgt_in = torch.where(swap, torch.roll(pred, 1, dims=1), tgt_in)
-        if has_output_layer(model):  # the output layer fused with the loss: same numbers
-            h = model(batch["src_ids"], tgt_in, src_mask=batch["src_mask"], return_hidden=True)
-            return output_layer_loss(model, h, batch["labels"], self.label_smoothing)
-        logits = model(batch["src_ids"], tgt_in, src_mask=batch["src_mask"])
-        return cross_entropy(logits, batch["labels"], self.label_smoothing)
+        return model_loss(model, batch["labels"], self.label_smoothing, batch["src_ids"], tgt_in,
+                          src_mask=batch["src_mask"])
 
     # -- BLEU -----------------------------------------------------------------------------------
     def on_eval(self, model):
