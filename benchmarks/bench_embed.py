@@ -61,7 +61,7 @@ def main():
         sys.exit("MiniLM not fetched: run `zeroformer data fetch minilm`")
     import transformers
 
-    from zeroformer.cli.cmd_embed import embed_texts
+    from zeroformer.inference.embedding import embed_texts
 
     texts, bs = sentences(a.n), a.batch_size
     hf_tok = transformers.BertTokenizerFast.from_pretrained(path)

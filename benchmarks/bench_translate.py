@@ -42,8 +42,8 @@ import zeroformer  # noqa: E402
 from zeroformer.models import build_model  # noqa: E402
 from zeroformer.train.data import batch_generator  # noqa: E402,F401
 from zeroformer.train.schedules import noam  # noqa: E402
-from zeroformer.train.translation import (TranslationTask, bleu_chrf, encode_pairs,  # noqa: E402
-                                          read_pairs, translate)
+from zeroformer.inference.translation import bleu_chrf, translate  # noqa: E402
+from zeroformer.train.translation import TranslationTask, encode_pairs, read_pairs  # noqa: E402
 
 
 class MarianAsOurs(torch.nn.Module):
@@ -152,7 +152,7 @@ def main():
     theirs = MarianAsOurs(MarianMTModel.from_pretrained(tmp / "init"), cfg)
     pairs = encode_pairs(tok, train, eos, max_len=80, max_ratio=3.0)
     task = TranslationTask(ours, tok, pairs, valid, batch_tokens=args.batch_tokens,
-                           seed=args.seed, eval_bleu_sentences=0)
+                           seed=args.seed)
     n_params = sum(p.numel() for p in ours.parameters())
     print(f"model: {args.layers}+{args.layers} layers, d_model {args.d_model}, d_ff {args.d_ff}, "
           f"{args.heads} heads, {n_params / 1e6:.2f}M parameters; {len(pairs)} training pairs, "

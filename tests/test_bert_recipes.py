@@ -12,7 +12,8 @@ from zeroformer.data.labelled import read_labelled
 from zeroformer.errors import UserError
 from zeroformer.io.checkpoint import save_checkpoint
 from zeroformer.models.bert import Bert
-from zeroformer.recipes.bert import SPECIALS, MLMTask, accuracy_f1
+from zeroformer.inference.classification import accuracy_f1
+from zeroformer.recipes.bert import SPECIALS, MLMTask
 from zeroformer.tokenizers import CharTokenizer
 from zeroformer.train.mlm import IGNORE_INDEX
 

@@ -100,7 +100,7 @@ def test_eval_ppl_equals_cross_entropy(tiny, tmp_path, capsys):
 
 
 def test_eval_ppl_windows_count_each_token_once(tiny, tmp_path, capsys):
-    from zeroformer.cli.eval_ppl import perplexity
+    from zeroformer.inference.perplexity import perplexity
 
     _, model, tok = tiny
     ids = tok.encode(TEXT)

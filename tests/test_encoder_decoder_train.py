@@ -1,5 +1,6 @@
 """Translation training pieces (zeroformer/train/translation.py) and a tiny end-to-end run through
-the one trainer: the model learns to reverse digit strings."""
+the one trainer: the model learns to reverse digit strings (translated with
+zeroformer/inference/translation.py)."""
 
 import pytest
 import torch
@@ -8,8 +9,8 @@ import zeroformer
 from zeroformer.models import build_model
 from zeroformer.train import Trainer, TrainConfig
 from zeroformer.train.losses import IGNORE_INDEX
-from zeroformer.train.translation import (TranslationTask, bleu_chrf, collate, make_buckets,
-                                          translate)
+from zeroformer.inference.translation import bleu_chrf, translate
+from zeroformer.train.translation import TranslationTask, collate, make_buckets
 from zeroformer.train.trainer import seed_everything
 
 
@@ -63,8 +64,7 @@ def tiny_task(scheduled_sampling=0.0, seed=0):
     model = build_model(cfg)
     enc = lambda ps: [(tok.encode(s) + [1], tok.encode(t) + [1]) for s, t in ps]  # noqa: E731
     return TranslationTask(model, tok, enc(reverse_pairs(2000, 1)), reverse_pairs(40, 2),
-                           batch_tokens=256, seed=seed, scheduled_sampling=scheduled_sampling,
-                           eval_bleu_sentences=0)
+                           batch_tokens=256, seed=seed, scheduled_sampling=scheduled_sampling)
 
 
 def test_batches_are_a_pure_function_of_the_index():

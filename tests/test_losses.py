@@ -86,7 +86,7 @@ def test_tasks_fused_loss_equals_the_logits_path_on_a_whole_model(family, monkey
             model.final_logits_bias.normal_()
         pairs = [([5, 6, 7, 1], [8, 9, 1]), ([10, 11, 1], [12, 13, 14, 15, 1]),
                  ([3, 4, 1], [2, 1])]
-        task = TranslationTask(model, None, pairs, [], batch_tokens=64, eval_bleu_sentences=0)
+        task = TranslationTask(model, None, pairs, [], batch_tokens=64)
         batch = task.train_batch(0)
     else:
         cfg = zeroformer.preset("gpt2", vocab_size=61, n_layer=2, d_model=32, n_head=4,

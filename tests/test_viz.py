@@ -8,7 +8,7 @@ import torch
 from zeroformer import preset
 from zeroformer.cli import main
 from zeroformer.models import build_model
-from zeroformer.viz import attention_weights, plot_attention, plot_loss, plot_positional_encoding
+from zeroformer.inference.viz import attention_weights, plot_attention, plot_loss, plot_positional_encoding
 
 
 def test_positional_encoding_png(tmp_path):

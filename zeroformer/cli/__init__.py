@@ -1,7 +1,10 @@
 """`zeroformer` command line: one module per subcommand in this package.
 
 Each module `zeroformer/cli/cmd_<name>.py` defines ``register(subparsers)``, which adds its parser
-and sets ``func=run`` (a function taking the parsed args and returning an exit status or None).
+and sets ``func=run`` (a function taking the parsed args and returning an exit status or None);
+COMMANDS below lists them (adding a command is adding a module and a line there). A command
+module parses arguments and prints; the work is in zeroformer/inference and the library.
+Command modules never import each other (shared flags: cli/common.py).
 User mistakes raise `zeroformer.errors.UserError` -> one line on stderr and exit 2; anything else
 is an internal bug -> traceback and exit 1.
 """
@@ -9,20 +12,38 @@ is an internal bug -> traceback and exit 1.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from ..errors import UserError
+from . import (cmd_bench, cmd_chat, cmd_convert, cmd_data, cmd_embed, cmd_eval, cmd_generate,
+               cmd_similar, cmd_tokenize, cmd_tokenizer, cmd_train, cmd_translate, cmd_viz)
 
 # The order here is the order `zeroformer --help` lists them (DESIGN.md).
-COMMANDS = [
-    "train", "generate", "chat", "translate", "embed", "similar", "eval", "tokenize",
-    "tokenizer", "convert", "data", "viz", "bench",
-]
+COMMANDS = {
+    "train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "translate": cmd_translate,
+    "embed": cmd_embed, "similar": cmd_similar, "eval": cmd_eval, "tokenize": cmd_tokenize,
+    "tokenizer": cmd_tokenizer, "convert": cmd_convert, "data": cmd_data, "viz": cmd_viz,
+    "bench": cmd_bench,
+}
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line `zeroformer: error: ...` and exit 2."""
+    """argparse, but a usage mistake is one line `zeroformer: error: ...` and exit 2.
+
+    extra_args_dest: a parser made with ``add_parser(..., extra_args_dest="x")`` keeps the words
+    it does not know in ``args.x`` instead of rejecting them (`train`'s --key=value overrides)."""
+
+    def __init__(self, *args, extra_args_dest: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.extra_args_dest = extra_args_dest
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        if self.extra_args_dest and rest:
+            setattr(ns, self.extra_args_dest,
+                    list(getattr(ns, self.extra_args_dest, None) or []) + list(rest))
+            rest = []
+        return ns, rest
 
     def error(self, message):  # noqa: D401 - argparse API
         sys.stderr.write(f"zeroformer: error: {self.prog}: {message}\n")
@@ -35,13 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"zeroformer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f".cmd_{name.replace('-', '_')}", __name__)
-        except ModuleNotFoundError as e:  # a subcommand whose module is not written yet
-            if e.name and e.name.endswith(f"cmd_{name}"):
-                continue
-            raise
+    for module in COMMANDS.values():
         module.register(sub)
     return parser
 

@@ -13,17 +13,15 @@ table) are truncated, as sentence-transformers does.
 
 Output: ``--out X.npy`` a float32 (N, H) array; ``--out X.jsonl`` or no ``--out`` (stdout): one JSON
 object per line, ``{"text": ..., "embedding": [...]}``; ``--jsonl`` forces JSON lines.
+The embedding itself is zeroformer/inference/embedding.py.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
-import torch
-
-from ..errors import UserError
+from .common import read_lines
 
 
 def register(sub):
@@ -37,91 +35,10 @@ def register(sub):
     p.set_defaults(func=run)
 
 
-# ------------------------------------------------------------------------------- shared helpers
-def load_encoder(path):
-    """Load a BERT model (any heads) and its tokenizer; UserError when either is missing."""
-    from .. import load, load_tokenizer
-
-    model = load(path)
-    if getattr(model.config, "arch", None) != "encoder":
-        raise UserError(f"{path}: not a BERT (encoder) model (arch={model.config.arch!r})")
-    tok = getattr(model, "tokenizer", None)
-    if tok is None:
-        tok = load_tokenizer(path)
-    model.eval()
-    return model, tok
-
-
-def max_length_of(model, path, override=None) -> int:
-    if override is not None:
-        if override < 2:
-            raise UserError(f"--max-length must be at least 2 (got {override})")
-        return min(override, model.config.max_seq_len)
-    st = Path(path) / "sentence_bert_config.json"
-    if st.is_file():
-        try:
-            return min(int(json.loads(st.read_text())["max_seq_length"]), model.config.max_seq_len)
-        except (ValueError, KeyError, TypeError):
-            pass
-    return model.config.max_seq_len
-
-
-def bert_batch(tok, texts, max_length: int):
-    """texts -> {"input_ids", "attention_mask", "token_type_ids"} (B, T), each row
-    ``[CLS] ids[:max_length-2] [SEP]`` right-padded (BERT framing whatever the tokenizer's own
-    `wrap` does; without [CLS]/[SEP] in the vocabulary, just the ids). Raises UserError naming
-    the text's position when it has no tokens at all."""
-    cls, sep = tok.cls_token_id, tok.sep_token_id
-    framed = cls is not None and sep is not None
-    rows = []
-    for k, t in enumerate(texts):
-        ids = tok.encode(t)
-        rows.append([cls] + ids[:max_length - 2] + [sep] if framed else ids[:max_length])
-        if not rows[-1]:
-            raise UserError(f"text {k + 1} ({t!r}) has no tokens and this tokenizer has no "
-                            "[CLS]/[SEP]: cannot embed an empty text")
-    width = max(len(r) for r in rows)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r)
-        mask[i, :len(r)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
-
-
-@torch.inference_mode()
-def embed_texts(model, tok, texts, batch_size=32, max_length=512) -> torch.Tensor:
-    """texts (N strings) -> (N, H) float32 unit vectors. Batches texts of similar length together
-    (less padding) and returns rows in the input order."""
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be positive (got {batch_size})")
-    lengths = [len(t) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-    out = torch.empty(len(texts), model.config.d_model)
-    for s in range(0, len(texts), batch_size):
-        idx = order[s:s + batch_size]
-        enc = bert_batch(tok, [texts[i] for i in idx], max_length)
-        e = model.sentence_embedding(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
-        out[idx] = e.float()
-    return out
-
-
-def read_lines(src: str) -> list[str]:
-    """Lines of a file or stdin ('-'), without their line breaks. UserError if unreadable."""
-    try:
-        text = sys.stdin.read() if src == "-" else Path(src).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"input file not found: {src}") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{src}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise UserError(f"{src}: cannot read ({e.strerror})") from None
-    return text.splitlines()
-
-
-# ------------------------------------------------------------------------------------- command
 def run(args):
+    from ..inference.embedding import embed_texts
+    from ..inference.load import load_encoder, max_length_of
+
     texts = read_lines(args.input)
     model, tok = load_encoder(args.model)
     emb = embed_texts(model, tok, texts, args.batch_size, max_length_of(model, args.model, args.max_length))

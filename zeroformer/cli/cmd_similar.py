@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from ..errors import UserError
-from .cmd_embed import embed_texts, load_encoder, max_length_of, read_lines
+from .common import read_lines
 
 
 def register(sub):
@@ -29,14 +27,10 @@ def register(sub):
     p.set_defaults(func=run)
 
 
-def rank(query_emb: torch.Tensor, doc_emb: torch.Tensor, top: int):
-    """(H,), (N, H) unit vectors -> [(score, index)] best first, at most `top`."""
-    scores = doc_emb @ query_emb
-    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))[:top]
-    return [(float(scores[i]), i) for i in order]
-
-
 def run(args):
+    from ..inference.embedding import embed_texts, rank
+    from ..inference.load import load_encoder, max_length_of
+
     if not args.query.strip():
         raise UserError("--query is empty")
     if args.top < 1:

@@ -17,19 +17,10 @@ from ..errors import UserError
 
 
 def register(subparsers):
+    # unknown `--key=value` words are kept in args.overrides (cli.ArgumentParser)
     p = subparsers.add_parser("train", help="train a recipe (zeroformer train --list)",
-                              description=__doc__, allow_abbrev=False,
+                              description=__doc__, allow_abbrev=False, extra_args_dest="overrides",
                               epilog="Any other --key=value sets a model or training field.")
-
-    class TrainParser(type(p)):
-        """Keeps unknown `--key=value` words as overrides instead of rejecting them."""
-
-        def parse_known_args(self, args=None, namespace=None):
-            ns, rest = super().parse_known_args(args, namespace)
-            ns.overrides = list(getattr(ns, "overrides", None) or []) + list(rest)
-            return ns, []
-
-    p.__class__ = TrainParser
     p.add_argument("recipe", nargs="?", metavar="RECIPE", help="recipe name (see --list)")
     p.add_argument("--out", metavar="DIR", help="run folder: step-N checkpoints + latest.json")
     p.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps (max_steps)")

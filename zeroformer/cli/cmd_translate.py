@@ -28,26 +28,9 @@ def register(sub):
     p.set_defaults(func=run)
 
 
-def load_translator(path):
-    """(model, tokenizer) of an encoder-decoder; UserError for anything else."""
-    from .. import load
-
-    model = load(path)
-    arch = getattr(model.config, "arch", None)
-    if arch != "encoder_decoder":
-        raise UserError(f"{path}: not a translator (an encoder-decoder model); this model is "
-                        f"arch={arch!r}. Use `zeroformer generate` for language models")
-    tok = getattr(model, "tokenizer", None)
-    if tok is None:
-        raise UserError(f"{path}: the model has no tokenizer.json (Marian SentencePiece "
-                        "tokenizers are not supported; train one with `zeroformer train "
-                        "translate-es-en`)")
-    model.eval()
-    return model, tok
-
-
 def run(args):
-    from ..train.translation import translate
+    from ..inference.load import load_translator
+    from ..inference.translation import translate
 
     if args.beams < 1:
         raise UserError(f"--beams must be >= 1 (got {args.beams})")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from .. import cli as _cli
-
 
 def register(sub):
     p = sub.add_parser("viz", help="draw attention maps, positional encodings, loss curves")
-    kinds = p.add_subparsers(dest="kind", metavar="KIND", parser_class=_cli.ArgumentParser)
+    kinds = p.add_subparsers(dest="kind", metavar="KIND")
     pe = kinds.add_parser("positions", help="heatmap of the sinusoidal positional encoding")
     pe.add_argument("--max-len", type=int, default=100)
     pe.add_argument("--d-model", type=int, default=128)
@@ -28,36 +26,28 @@ def register(sub):
 
 
 def run_positions(args):
-    from ..viz import plot_positional_encoding
+    from ..inference.viz import plot_positional_encoding
 
     print(plot_positional_encoding(args.out, args.max_len, args.d_model, args.layout))
 
 
 def run_attention(args):
-    import torch
-
     from .. import load
     from ..errors import UserError
-    from ..viz import attention_weights, plot_attention
+    from ..inference.viz import attention_for_text, plot_attention
 
     model = load(args.model)
     tok = getattr(model, "tokenizer", None)
     if tok is None:
         raise UserError(f"{args.model}: the model has no tokenizer to encode --text with")
-    ids = tok.encode(args.text)
-    if not ids:
-        raise UserError("--text encodes to no tokens")
-    x = torch.tensor([ids])
-    inputs = {"tgt_ids": x} if model.config.arch == "encoder_decoder" else {}
-    layers = attention_weights(model, x, **inputs)
+    layers, pieces = attention_for_text(model, tok, args.text)
     if not -len(layers) <= args.layer < len(layers):
         raise UserError(f"--layer {args.layer}: the model has {len(layers)} attention layers")
-    pieces = [tok.decode([i]) for i in ids]
     print(plot_attention(layers[args.layer], pieces, args.out,
                          title=f"{args.model}: layer {args.layer % len(layers)}"))
 
 
 def run_loss(args):
-    from ..viz import plot_loss
+    from ..inference.viz import plot_loss
 
     print(plot_loss(args.run, args.out))

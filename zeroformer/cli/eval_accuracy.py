@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 
-import torch
-
 from ..errors import UserError
 
 
@@ -25,22 +23,16 @@ def register(sub):
 
 
 def run(args):
-    from .. import load, load_tokenizer
     from ..data.labelled import read_labelled
-    from ..recipes.bert import ClassifyTask
+    from ..inference.classification import classifier_scores
+    from ..inference.load import load_encoder
 
-    model = load(args.model)
-    if model.config.arch != "encoder" or getattr(model, "classifier", None) is None:
-        raise UserError(f"{args.model}: not a BERT sequence classifier (no classification head)")
+    model, tok = load_encoder(args.model, classifier=True)
     rows = read_labelled(args.data, model.labels)
-    tok = getattr(model, "tokenizer", None) or load_tokenizer(args.model)
     if args.batch_size < 1 or args.max_length < 3:
         raise UserError("--batch-size must be >= 1 and --max-length >= 3")
-    task = ClassifyTask(model, tok, [], rows, args.batch_size,
-                        min(args.max_length, model.config.max_seq_len), seed=0)
-    model.eval()
-    with torch.inference_mode():
-        result = task.on_eval(model)
+    result = classifier_scores(model, tok, rows, args.batch_size,
+                               min(args.max_length, model.config.max_seq_len))
     result["n"] = len(rows)
     if args.json:
         print(json.dumps(result))

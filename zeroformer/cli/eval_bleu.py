@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
+from .common import read_lines
 
 
 def register(sub):
@@ -31,23 +32,13 @@ def register(sub):
     p.set_defaults(func=run)
 
 
-def _lines(path, what):
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{what} file not found: {p}")
-    try:
-        return p.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise UserError(f"{p}: not UTF-8 text") from None
-
-
 def run(args):
-    from ..train.translation import bleu_chrf, read_pairs, translate
+    from ..inference.translation import bleu_chrf, translate
 
     if args.hyp:
         if args.model or not args.ref:
             raise UserError("eval bleu: --hyp needs --ref (and no --model)")
-        hyps, refs = _lines(args.hyp, "--hyp"), _lines(args.ref, "--ref")
+        hyps, refs = read_lines(args.hyp, "--hyp"), read_lines(args.ref, "--ref")
         srcs = None
     else:
         if not args.model:
@@ -57,9 +48,10 @@ def run(args):
         if args.src or args.ref:
             if not (args.src and args.ref):
                 raise UserError("eval bleu: --src and --ref go together")
-            srcs, refs = _lines(args.src, "--src"), _lines(args.ref, "--ref")
+            srcs, refs = read_lines(args.src, "--src"), read_lines(args.ref, "--ref")
         else:
             from .. import data
+            from ..train.translation import read_pairs
 
             root = data.locate("bible-es-en")
             if root is None:
@@ -71,7 +63,7 @@ def run(args):
             srcs, refs = srcs[: args.limit], refs[: args.limit]
         if len(srcs) != len(refs):
             raise UserError(f"eval bleu: {len(srcs)} sources but {len(refs)} references")
-        from .cmd_translate import load_translator
+        from ..inference.load import load_translator
 
         model, tok = load_translator(args.model)
         hyps = translate(model, tok, srcs, beams=args.beams)

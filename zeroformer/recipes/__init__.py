@@ -1,7 +1,9 @@
 """Recipes: named, ready-to-run training set-ups (`zeroformer train RECIPE`).
 
-Every module in this package may define ``RECIPES = {name: Recipe(...)}``; they are discovered
-with pkgutil, so adding a recipe is adding a module. A Recipe holds:
+Every module listed in MODULES below defines ``RECIPES = {name: Recipe(...)}``; adding a recipe
+is adding one to a module (or a module and its name in MODULES). A module that fails to import
+fails `zeroformer train` loudly: a broken install is a bug to see, not a recipe to skip.
+A Recipe holds:
 
     name, description
     preset + model_overrides   -> the ModelConfig (zeroformer/config.py)
@@ -15,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import pkgutil
-import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -41,24 +41,21 @@ class Recipe:
         return TrainConfig.from_dict({**self.train_defaults, **overrides})
 
 
+MODULES = ("bert", "lm", "lm_bpe", "translate")   # zeroformer/recipes/<name>.py
+
 _REGISTRY: dict[str, Recipe] | None = None
 
 
 def all_recipes() -> dict[str, Recipe]:
-    """{name: Recipe} from every module of this package (a broken module is reported, skipped)."""
+    """{name: Recipe} from every module in MODULES (imported on first use)."""
     global _REGISTRY
     if _REGISTRY is None:
         found: dict[str, Recipe] = {}
-        for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-            try:
-                module = importlib.import_module(f".{info.name}", __name__)
-            except Exception as e:  # one broken recipe module must not break the others
-                sys.stderr.write(f"zeroformer: warning: recipe module {info.name} failed to "
-                                 f"import: {type(e).__name__}: {e}\n")
-                continue
-            for name, recipe in getattr(module, "RECIPES", {}).items():
+        for module_name in MODULES:
+            module = importlib.import_module(f".{module_name}", __name__)
+            for name, recipe in module.RECIPES.items():
                 if name in found:
-                    raise RuntimeError(f"recipe {name!r} defined twice ({info.name})")
+                    raise RuntimeError(f"recipe {name!r} defined twice ({module_name})")
                 found[name] = recipe
         _REGISTRY = dict(sorted(found.items()))
     return _REGISTRY

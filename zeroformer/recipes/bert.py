@@ -16,23 +16,16 @@ classify   fine-tune a pretrained BERT (a zeroformer checkpoint or an HF folder)
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import UserError
+from ..inference.classification import classify_batch, score_batches, special_id
 from ..train.data import batch_generator
 from ..train.losses import cross_entropy
-from ..train.mlm import IGNORE_INDEX, mask_tokens, nsp_pair, pad_batch, pair_ids, special_mask
+from ..train.mlm import IGNORE_INDEX, mask_tokens, nsp_pair, pad_batch, special_mask
 from ..train.task import Task
 from . import Recipe
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-def special_id(tok, name: str) -> int:
-    i = tok.special_tokens.get(name, tok.token_to_id(name))
-    if i is None:
-        raise UserError(f"the tokenizer has no {name} token")
-    return int(i)
 
 
 # ------------------------------------------------------------------------------- pretraining
@@ -137,22 +130,7 @@ class ClassifyTask(Task):
         self.labels = model.labels
 
     def encode(self, rows) -> dict:
-        cls, sep = special_id(self.tokenizer, "[CLS]"), special_id(self.tokenizer, "[SEP]")
-        pad = self.tokenizer.special_tokens.get("[PAD]", 0)
-        ids, types = [], []
-        for text, text_b, _ in rows:
-            a = self.tokenizer.encode_ordinary(text)
-            if text_b is None:
-                a = a[:self.block_size - 2]
-                i, t = [cls] + a + [sep], [0] * (len(a) + 2)
-            else:
-                i, t = pair_ids(a, self.tokenizer.encode_ordinary(text_b), cls, sep,
-                                self.block_size)
-            ids.append(i)
-            types.append(t)
-        x, tt, am = pad_batch(ids, types, pad)
-        y = torch.tensor([self.labels.index(r[2]) for r in rows])
-        return {"input_ids": x, "token_type_ids": tt, "attention_mask": am, "labels": y}
+        return classify_batch(self.tokenizer, rows, self.labels, self.block_size)
 
     def train_batch(self, index):
         g = batch_generator(self.seed, index, "train")
@@ -167,26 +145,8 @@ class ClassifyTask(Task):
         logits = model.classify(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         return cross_entropy(logits, batch["labels"])
 
-    @torch.no_grad()
     def on_eval(self, model):
-        dev = next(model.parameters()).device
-        pred, gold = [], []
-        for batch in self.eval_batches():
-            batch = {k: v.to(dev) for k, v in batch.items()}
-            pred.append(model.classify(batch["input_ids"], batch["attention_mask"],
-                                       batch["token_type_ids"]).argmax(-1).cpu())
-            gold.append(batch["labels"].cpu())
-        return accuracy_f1(torch.cat(pred), torch.cat(gold), len(self.labels))
-
-
-def accuracy_f1(pred: torch.Tensor, gold: torch.Tensor, n_classes: int) -> dict:
-    """accuracy = mean(pred == gold); macro-F1 = mean over classes of 2PR / (P + R)."""
-    f1s = []
-    for c in range(n_classes):
-        tp = int(((pred == c) & (gold == c)).sum())
-        fp, fn = int(((pred == c) & (gold != c)).sum()), int(((pred != c) & (gold == c)).sum())
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return {"accuracy": float((pred == gold).float().mean()), "macro_f1": sum(f1s) / len(f1s)}
+        return score_batches(model, self.eval_batches(), len(self.labels))
 
 
 def classifier_from(init, labels: list[str], dropout: float | None = None):

@@ -97,11 +97,10 @@ def _read_pairs(path: Path) -> list[tuple[str, str]]:
 def _encode_pair(tok, prompt: str, response: str) -> tuple[list[int], list[int]]:
     end = None
     if getattr(tok, "chat_template", None):
-        from ..cli.cmd_chat import END_OF_TURN, render
+        from ..inference.chat import end_of_turn_id, render
 
         p = tok.encode(render(tok, [{"role": "user", "content": prompt}]))
-        end = next((tok.token_to_id(t) for t in END_OF_TURN if tok.token_to_id(t) is not None),
-                   None)
+        end = end_of_turn_id(tok)
     else:
         p = tok.encode(prompt)
     end = end if end is not None else tok.eos_token_id

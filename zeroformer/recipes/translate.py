@@ -34,17 +34,55 @@ from __future__ import annotations
 
 import sys
 
+from ..inference.translation import bleu_chrf, translate
+from ..train.translation import TranslationTask
 from . import Recipe
 
 BPE_VOCAB = 8000
 SPECIALS = ("<pad>", "</s>")
 
 
+class BleuTranslationTask(TranslationTask):
+    """TranslationTask that reports BLEU: greedy (`eval_beams`) on the first
+    `eval_bleu_sentences` validation pairs at every evaluation, and BLEU / chrF with
+    `final_beams` on the test pairs at the end (printed with `examples` examples)."""
+
+    def __init__(self, *args, test=None, eval_bleu_sentences=100, eval_beams=1, final_beams=4,
+                 examples=5, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.test, self.eval_bleu_sentences, self.eval_beams = test, eval_bleu_sentences, eval_beams
+        self.final_beams, self.examples = final_beams, examples
+        self.final: dict = {}
+
+    def on_eval(self, model):
+        if not self.eval_bleu_sentences:
+            return {}
+        part = self.valid[: self.eval_bleu_sentences]
+        hyps = translate(model, self.tokenizer, [s for s, _ in part], beams=self.eval_beams)
+        return {"bleu": round(bleu_chrf(hyps, [t for _, t in part])[0], 2)}
+
+    def on_end(self, model):
+        if not self.test:
+            return
+        was = model.training
+        model.eval()
+        hyps = translate(model, self.tokenizer, [s for s, _ in self.test], beams=self.final_beams)
+        model.train(was)
+        bleu, chrf = bleu_chrf(hyps, [t for _, t in self.test])
+        self.final = {"test_bleu": bleu, "test_chrf": chrf, "sentences": len(hyps)}
+        out = [f"--- test set ({len(hyps)} verses, beam {self.final_beams}): "
+               f"BLEU {bleu:.2f}  chrF {chrf:.2f} ---"]
+        for (s, t), h in list(zip(self.test, hyps))[: self.examples]:
+            out += [f"  src: {s}", f"  ref: {t}", f"  hyp: {h}", ""]
+        sys.stdout.write("\n".join(out) + "\n")
+        sys.stdout.flush()
+
+
 def build_translate_es_en(model_cfg, train_cfg):
     from .. import data
     from ..models import build_model
     from ..tokenizers.bpe import BPETokenizer
-    from ..train.translation import TranslationTask, encode_pairs, read_pairs
+    from ..train.translation import encode_pairs, read_pairs
 
     root = data.fetch("bible-es-en")
     train = read_pairs(root / "train.tsv")
@@ -62,10 +100,10 @@ def build_translate_es_en(model_cfg, train_cfg):
                      f"(<= {train_cfg.block_size} tokens a side)\n")
     model = build_model(model_cfg)
     model.tokenizer = tok
-    return TranslationTask(model, tok, pairs, valid, test,
-                           batch_tokens=train_cfg.batch_size * train_cfg.block_size,
-                           seed=train_cfg.seed, label_smoothing=train_cfg.label_smoothing,
-                           scheduled_sampling=train_cfg.scheduled_sampling)
+    return BleuTranslationTask(model, tok, pairs, valid, test=test,
+                               batch_tokens=train_cfg.batch_size * train_cfg.block_size,
+                               seed=train_cfg.seed, label_smoothing=train_cfg.label_smoothing,
+                               scheduled_sampling=train_cfg.scheduled_sampling)
 
 
 RECIPES = {

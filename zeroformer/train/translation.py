@@ -1,4 +1,4 @@
-"""Training a translator (the encoder-decoder) with the one trainer: data, batches, loss, BLEU.
+"""Training a translator (the encoder-decoder) with the one trainer: data, batches, loss.
 
 Batches by token count (Vaswani et al. section 5.1: "each training batch contained a set of
 sentence pairs containing approximately 25000 source tokens and 25000 target tokens"): pairs are
@@ -14,11 +14,11 @@ with probability p each decoder input token y_t (t >= 1) is replaced by the mode
 prediction from a first, gradient-free pass, so training sees some of its own mistakes.
 
 Tensors of a batch: src_ids (B, S), src_mask (B, S), tgt_in (B, T), labels (B, T) (-100 = pad).
+Translating and BLEU are inference (zeroformer/inference/translation.py); the translate-es-en
+recipe adds them to the evaluations (zeroformer/recipes/translate.py).
 """
 
 from __future__ import annotations
-
-import sys
 
 import torch
 
@@ -94,24 +94,20 @@ def collate(pairs, pad: int, start: int) -> dict:
 class TranslationTask(Task):
     """Task (zeroformer/train/task.py) for an EncoderDecoder on (source, target) id pairs."""
 
-    def __init__(self, model, tokenizer, train, valid, test=None, batch_tokens=4096, seed=0,
-                 label_smoothing=0.1, scheduled_sampling=0.0, eval_bleu_sentences=100,
-                 eval_beams=1, final_beams=4, examples=5):
+    def __init__(self, model, tokenizer, train, valid, batch_tokens=4096, seed=0,
+                 label_smoothing=0.1, scheduled_sampling=0.0):
         self.model, self.tokenizer = model, tokenizer
         cfg = model.config
         self.pad, self.eos = cfg.pad_token_id, cfg.eos_token_id
         self.start = cfg.decoder_start_token_id if cfg.decoder_start_token_id is not None else self.pad
-        self.train_pairs, self.valid, self.test = train, valid, test
+        self.train_pairs, self.valid = train, valid
         self.seed, self.label_smoothing = seed, label_smoothing
         self.scheduled_sampling = scheduled_sampling
         self.buckets = make_buckets([(len(a), len(b)) for a, b in train], batch_tokens)
         self.valid_ids = encode_pairs(tokenizer, valid, self.eos, truncate=cfg.max_seq_len)
         self.valid_buckets = make_buckets([(len(a), len(b)) for a, b in self.valid_ids],
                                           batch_tokens)
-        self.eval_bleu_sentences, self.eval_beams = eval_bleu_sentences, eval_beams
-        self.final_beams, self.examples = final_beams, examples
         self._perm_epoch, self._perm = -1, None
-        self.final: dict = {}
 
     # -- batches --------------------------------------------------------------------------------
     def train_batch(self, index: int) -> dict:
@@ -139,74 +135,3 @@ class TranslationTask(Task):
             tgt_in = torch.where(swap, torch.roll(pred, 1, dims=1), tgt_in)
         return model_loss(model, batch["labels"], self.label_smoothing, batch["src_ids"], tgt_in,
                           src_mask=batch["src_mask"])
-
-    # -- BLEU -----------------------------------------------------------------------------------
-    def on_eval(self, model):
-        if not self.eval_bleu_sentences:
-            return {}
-        part = self.valid[: self.eval_bleu_sentences]
-        hyps = translate(model, self.tokenizer, [s for s, _ in part], beams=self.eval_beams)
-        return {"bleu": round(bleu_chrf(hyps, [t for _, t in part])[0], 2)}
-
-    def on_end(self, model):
-        if not self.test:
-            return
-        was = model.training
-        model.eval()
-        hyps = translate(model, self.tokenizer, [s for s, _ in self.test], beams=self.final_beams)
-        model.train(was)
-        bleu, chrf = bleu_chrf(hyps, [t for _, t in self.test])
-        self.final = {"test_bleu": bleu, "test_chrf": chrf, "sentences": len(hyps)}
-        out = [f"--- test set ({len(hyps)} verses, beam {self.final_beams}): "
-               f"BLEU {bleu:.2f}  chrF {chrf:.2f} ---"]
-        for (s, t), h in list(zip(self.test, hyps))[: self.examples]:
-            out += [f"  src: {s}", f"  ref: {t}", f"  hyp: {h}", ""]
-        sys.stdout.write("\n".join(out) + "\n")
-        sys.stdout.flush()
-
-
-def bleu_chrf(hyps: list[str], refs: list[str]) -> tuple[float, float]:
-    """Corpus BLEU (sacrebleu, 13a tokenization) and chrF of detokenized text."""
-    import sacrebleu
-
-    return (sacrebleu.corpus_bleu(hyps, [refs]).score, sacrebleu.corpus_chrf(hyps, [refs]).score)
-
-
-@torch.no_grad()
-def translate(model, tokenizer, texts: list[str], beams: int = 4, batch_sentences: int = 32,
-              max_new_tokens: int | None = None, length_penalty: float = 1.0,
-              on_truncate=None) -> list[str]:
-    """Translate texts (sorted by length into batches, returned in input order). An empty text
-    translates to an empty text; a source longer than the model's context is cut to fit
-    (`on_truncate(i, n_tokens)` is called for it)."""
-    cfg = model.config
-    eos, pad = cfg.eos_token_id, cfg.pad_token_id if cfg.pad_token_id is not None else 0
-    device = next(model.parameters()).device
-    limit = cfg.max_seq_len
-    ids = []
-    for i, t in enumerate(texts):
-        x = tokenizer.encode(t) if t.strip() else []
-        if len(x) + 1 > limit:
-            if on_truncate is not None:
-                on_truncate(i, len(x))
-            x = x[: limit - 1]
-        ids.append(x + [eos] if x else [])
-    out = [""] * len(texts)
-    order = sorted((i for i in range(len(ids)) if ids[i]), key=lambda i: len(ids[i]))
-    for k in range(0, len(order), batch_sentences):
-        chunk = order[k: k + batch_sentences]
-        s = max(len(ids[i]) for i in chunk)
-        src = torch.full((len(chunk), s), pad, dtype=torch.long)
-        mask = torch.zeros_like(src)
-        for r, i in enumerate(chunk):
-            src[r, : len(ids[i])] = torch.tensor(ids[i])
-            mask[r, : len(ids[i])] = 1
-        n = max_new_tokens or min(limit - 1, int(1.5 * s) + 10)
-        gen = model.generate(src.to(device), n, num_beams=beams, attention_mask=mask.to(device),
-                             eos_token_id=eos, length_penalty=length_penalty)
-        for r, i in enumerate(chunk):
-            row = gen[r, 1:].tolist()
-            if eos in row:
-                row = row[: row.index(eos)]
-            out[i] = tokenizer.decode([t for t in row if t != pad], skip_special_tokens=True).strip()
-    return out

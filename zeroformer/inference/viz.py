@@ -2,8 +2,9 @@
 
 - `plot_positional_encoding`: the sinusoidal table PE (positions x dimensions) as a heatmap; the
   stripes of decreasing frequency along d are the wavelengths 2π·10000^(2i/d) of section 3.5.
-- `attention_weights` / `plot_attention`: softmax(QK^T/sqrt(d_k)) of every head of a layer for one
-  input, read from the reference attention path (MultiHeadAttention.keep_weights).
+- `attention_weights` / `attention_for_text` / `plot_attention`: softmax(QK^T/sqrt(d_k)) of every
+  head of a layer for one input, read from the reference attention path
+  (MultiHeadAttention.keep_weights).
 - `plot_loss`: training and validation loss against the step, from a run's trainer_state.json.
 Every function writes a PNG and returns its path.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def _pyplot():
@@ -30,7 +31,7 @@ def _pyplot():
 
 def plot_positional_encoding(out, max_len: int = 100, d_model: int = 128,
                              layout: str = "interleaved") -> Path:
-    from .nn.positions import sinusoidal_table
+    from ..nn.positions import sinusoidal_table
 
     plt = _pyplot()
     table = sinusoidal_table(max_len, d_model, layout)
@@ -47,7 +48,7 @@ def plot_positional_encoding(out, max_len: int = 100, d_model: int = 128,
 def attention_weights(model, input_ids: torch.Tensor, **inputs) -> list[torch.Tensor]:
     """Self-attention weights of every layer for one input: a list of (heads, T, T) tensors
     (encoder–decoder models: the decoder's self-attention after the encoder's)."""
-    from .nn.attention import MultiHeadAttention
+    from ..nn.attention import MultiHeadAttention
 
     layers = [m for m in model.modules() if isinstance(m, MultiHeadAttention) and not m.cross]
     was_training = model.training
@@ -61,6 +62,17 @@ def attention_weights(model, input_ids: torch.Tensor, **inputs) -> list[torch.Te
         for m in layers:
             m.keep_weights, m.last_weights = False, None
         model.train(was_training)
+
+
+def attention_for_text(model, tok, text: str) -> tuple[list[torch.Tensor], list[str]]:
+    """(attention_weights of `text` encoded by `tok`, one string per token); an
+    encoder-decoder reads the text on both sides."""
+    ids = tok.encode(text)
+    if not ids:
+        raise UserError("--text encodes to no tokens")
+    x = torch.tensor([ids])
+    inputs = {"tgt_ids": x} if model.config.arch == "encoder_decoder" else {}
+    return attention_weights(model, x, **inputs), [tok.decode([i]) for i in ids]
 
 
 def plot_attention(weights: torch.Tensor, tokens: list[str], out, title: str = "") -> Path:
@@ -86,9 +98,9 @@ def plot_attention(weights: torch.Tensor, tokens: list[str], out, title: str = "
 
 def read_run_log(run) -> list[dict]:
     """The `log` list of a run folder's newest trainer_state.json (or of a checkpoint folder)."""
-    run = Path(run)
-    if (run / "latest.json").exists():
-        run = run / json.loads((run / "latest.json").read_text())["path"]
+    from ..io.checkpoint import latest_checkpoint
+
+    run = latest_checkpoint(run) or Path(run)
     state = run / "trainer_state.json"
     if not state.exists():
         raise UserError(f"{run}: no trainer_state.json (not a training run or checkpoint folder)")

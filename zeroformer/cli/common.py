@@ -1,0 +1,65 @@
+"""Argument groups and input reading that several `zeroformer` subcommands share (a helper for
+the command modules, not a command: command modules import this and the inference layer, never
+each other)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def add_model_args(p, sampling=True):
+    """--model/--tokenizer/--dtype/--int8/--int4, and with `sampling` the decoding flags."""
+    p.add_argument("--model", required=True, metavar="PATH",
+                   help="zeroformer checkpoint, Hugging Face folder, or .gguf file")
+    p.add_argument("--tokenizer", metavar="PATH", help="tokenizer file (default: the model's own)")
+    p.add_argument("--dtype", default=None, help="compute dtype: fp32 (default) or bf16")
+    p.add_argument("--int8", action="store_true",
+                   help="int8 weight-only linear layers (faster on CPU, ~1e-2 relative error)")
+    p.add_argument("--int4", action="store_true",
+                   help="int4 group-wise weight-only linear layers, output layer re-scoring its top 64 in int8 "
+                        "(fastest on CPU; CPU only)")
+    if sampling:
+        p.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
+        p.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0 = greedy")
+        p.add_argument("--top-k", type=int, default=None, metavar="K")
+        p.add_argument("--top-p", type=float, default=None, metavar="P")
+        p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R")
+        p.add_argument("--seed", type=int, default=None, metavar="S")
+
+
+def load_lm(args):
+    """(model, tokenizer) of a decoder-only model from the add_model_args flags."""
+    from ..inference.load import load_lm as load
+
+    return load(args.model, args.tokenizer, args.dtype, args.int8, args.int4)
+
+
+def sampling(args) -> dict:
+    """The decoding flags as generate.sample's keywords; bad values refused first (exit 2)."""
+    from ..generate import check_sampling_args
+
+    check_sampling_args(args.temperature, args.top_k, args.top_p, 1, args.repetition_penalty)
+    if args.max_new_tokens < 0:
+        raise UserError(f"--max-new-tokens must be >= 0 (got {args.max_new_tokens})")
+    return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                repetition_penalty=args.repetition_penalty, seed=args.seed)
+
+
+def read_text(src: str, what: str = "input") -> str:
+    """The text of a UTF-8 file, or of stdin for '-'. UserError if unreadable."""
+    try:
+        return sys.stdin.read() if src == "-" else Path(src).read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError):
+        raise UserError(f"{what} file not found: {src}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{src}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"{src}: cannot read ({e.strerror})") from None
+
+
+def read_lines(src: str, what: str = "input") -> list[str]:
+    """Lines of a file or stdin ('-'), without their line breaks. UserError if unreadable."""
+    return read_text(src, what).splitlines()
