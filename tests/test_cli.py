@@ -124,3 +124,13 @@ def test_nan_loss_exits_2_naming_the_step(tmp_path, capsys, monkeypatch):
 def test_resume_without_a_run_exits_2(tmp_path, capsys):
     assert main(["train", "toy", "--out", str(tmp_path / "empty"), "--resume"]) == 2
     assert_one_line_error(capsys.readouterr().err, "nothing to resume")
+
+
+def test_a_recipe_module_that_fails_to_import_fails_loudly(monkeypatch):
+    """A broken install is an error to see, not a recipe silently missing from --list."""
+    from zeroformer import recipes
+
+    monkeypatch.setattr(recipes, "MODULES", recipes.MODULES + ("no_such_recipe_module",))
+    monkeypatch.setattr(recipes, "_REGISTRY", None)
+    with pytest.raises(ModuleNotFoundError, match="no_such_recipe_module"):
+        recipes.all_recipes()
