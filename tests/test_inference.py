@@ -14,16 +14,17 @@ from zeroformer.errors import UserError
 from zeroformer.inference import chat, classification, embedding, load, text
 from zeroformer.io.checkpoint import save_checkpoint
 from zeroformer.models import build_model
+from zeroformer.recipes.bert import classifier_from
 from zeroformer.tokenizers import CharTokenizer
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def _bert_cfg(vocab, extra):
+def _bert_cfg(vocab):
     return zeroformer.ModelConfig(arch="encoder", vocab_size=vocab, n_layer=1, d_model=32,
                                   n_head=4, d_ff=64, max_seq_len=32, prenorm=False,
                                   final_norm=False, embed_norm=True, type_vocab_size=2,
-                                  pad_token_id=0, dropout=0.0, attn_dropout=0.0, extra=extra)
+                                  pad_token_id=0, dropout=0.0, attn_dropout=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +37,9 @@ def folders(tmp_path_factory):
                                             dropout=0.0))
     save_checkpoint(decoder, root / "lm", tokenizer=lm_tok)
     tok = CharTokenizer.train("abcdefghijklmnopqrstuvwxyz ", special_tokens=BERT_SPECIALS)
-    save_checkpoint(build_model(_bert_cfg(tok.vocab_size, {"heads": []})), root / "bert",
-                    tokenizer=tok)
-    labels = ["x", "y", "z"]
-    clf = build_model(_bert_cfg(tok.vocab_size, {"heads": ["classify"], "num_labels": 3,
-                                                 "labels": labels}))
+    bert = build_model(_bert_cfg(tok.vocab_size))            # a bare encoder + pooler
+    save_checkpoint(bert, root / "bert", tokenizer=tok)
+    clf = classifier_from(bert, ["x", "y", "z"], dropout=0.0)
     with torch.no_grad():   # weights that tell rows apart (a fresh init gives every row one class)
         for w in clf.parameters():
             if w.dim() == 2:
