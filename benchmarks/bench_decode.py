@@ -59,7 +59,7 @@ def main(argv=None):
     hf.generation_config.pad_token_id = 0
     fused = prepare_inference(copy.deepcopy(ours), fuse=True)
     int8 = prepare_inference(copy.deepcopy(ours), fuse=True, int8=True)
-    int4 = prepare_inference(copy.deepcopy(ours), fuse=True, int4=True, int4_head=False)
+    int4 = prepare_inference(copy.deepcopy(ours), fuse=True, int4=True, int4_head="int8")
     int4_all = prepare_inference(copy.deepcopy(ours), fuse=True, int4=True)
     int4_r = prepare_inference(copy.deepcopy(ours), fuse=True, int4=True, int4_head="refine")
     ids = torch.tensor([tok.encode(args.prompt)])

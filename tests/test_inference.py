@@ -1,6 +1,6 @@
 """The inference layer (zeroformer/inference/) called directly, as a second front end would:
 loaders refuse the wrong kind of model, the context is fitted from the left, streamed text equals
-the text it streams (no half characters), the CLI's generation call equals model.generate, a
+the text it streams (no half characters), the front ends' generation call is greedy decoding, a
 classifier's batched scores equal row-by-row predictions, ranking breaks ties by position."""
 
 import io
@@ -108,18 +108,26 @@ def test_eos_ids_and_end_of_turn():
     assert chat.end_of_turn_id(CharTokenizer(list("ab"))) is None
 
 
-def test_generate_stream_equals_model_generate(folders):
-    """The front ends' generation call (KV-cache session + stream) gives the tokens of the
-    library's model.generate, and the stream shows their text."""
+def test_generate_stream_is_greedy_decoding_and_streams_its_text(folders):
+    """The front ends' generation call at temperature 0 gives the tokens of a plain greedy loop
+    (argmax of the whole prefix re-run every step), and the stream shows their text; a stop
+    string ends it early."""
     model, tok = load.load_lm(folders["lm"])
     ids = tok.encode("to be or")
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        for _ in range(12):
+            x = torch.cat([x, model(x)[:, -1].argmax(-1, keepdim=True)], 1)
     out = io.StringIO()
     stream = text.TextStream(tok, out=out)
     got = text.generate_stream(model, ids, 12, stream, temperature=0.0)
-    want = model.generate(torch.tensor([ids]), max_new_tokens=12)
-    assert torch.equal(got, want)
+    assert torch.equal(got, x)
     stream.finish()
-    assert out.getvalue() == tok.decode(want[0, len(ids):].tolist()) + "\n"
+    new_text = tok.decode(x[0, len(ids):].tolist())
+    assert out.getvalue() == new_text + "\n"
+    stop = text.stop_on_strings(tok, len(ids), [new_text[:3]])
+    short = text.generate_stream(model, ids, 12, text.TextStream(tok, out=io.StringIO()), stop=stop)
+    assert short.size(1) < x.size(1) and tok.decode(short[0, len(ids):].tolist()).startswith(new_text[:3])
 
 
 def test_classifier_scores_equal_row_by_row_predictions(folders):

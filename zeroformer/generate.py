@@ -9,7 +9,10 @@ Autoregressive decoding: p(y) = Π_t p(y_t | y_<t, x). Each step feeds only the 
   hypothesis scores sum(log p) / length^α (α = length_penalty).
 
 A session is anything with `step(ids (B, t), attention_mask (B, past + t) | None) -> logits (B, V)`
-for the last position and `reorder(index)` (beam search keeps rows `index` of its cache).
+for the last position and `reorder(index)` (beam search keeps rows `index` of its cache): a
+DecoderSession here, a Seq2SeqSession (models/encoder_decoder.py). `model.generate` (one method
+for both kinds of model, models/base.py:GenerativeModel) checks the arguments and the context,
+opens the session and calls `sample` or `beam_search`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from .errors import UserError
 
 
 def check_sampling_args(temperature=0.0, top_k=None, top_p=None, num_beams=1,
-                        repetition_penalty=1.0) -> None:
+                        repetition_penalty=1.0, max_new_tokens=0, stream=None, stop=None) -> None:
+    """The one check of generation arguments (model.generate, sample, the CLI): each in its range,
+    and nothing beam search does not support when num_beams > 1."""
     if temperature is None or temperature < 0:
         raise UserError(f"temperature must be >= 0 (got {temperature})")
     if top_k is not None and top_k < 1:
@@ -33,6 +38,16 @@ def check_sampling_args(temperature=0.0, top_k=None, top_p=None, num_beams=1,
         raise UserError(f"num_beams must be >= 1 (got {num_beams})")
     if repetition_penalty <= 0:
         raise UserError(f"repetition penalty must be > 0 (got {repetition_penalty})")
+    if max_new_tokens < 0:
+        raise UserError(f"max_new_tokens must be >= 0 (got {max_new_tokens})")
+    if num_beams > 1:
+        unsupported = [name for name, given in (
+            ("temperature", temperature != 0.0), ("top_k", top_k is not None),
+            ("top_p", top_p is not None), ("repetition_penalty", repetition_penalty != 1.0),
+            ("stream", stream is not None), ("stop", stop is not None)) if given]
+        if unsupported:
+            raise UserError(f"beam search (num_beams={num_beams}) does not support "
+                            f"{', '.join(unsupported)}; use num_beams=1 for it")
 
 
 # ------------------------------------------------------------------------------ logits processing
@@ -87,7 +102,7 @@ def sample(session, prompt, max_new_tokens, attention_mask=None, temperature=0.0
     Rows that emitted `eos_token_id` (or for which `stop(seqs)` is True) are finished and padded with
     `pad_token_id` (default: eos). `stream(tokens (B,))` is called once per step.
     """
-    check_sampling_args(temperature, top_k, top_p, 1, repetition_penalty)
+    check_sampling_args(temperature, top_k, top_p, 1, repetition_penalty, max_new_tokens)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=prompt.device).manual_seed(seed)
@@ -221,43 +236,35 @@ def _isin(tok, ids: set):
     return torch.isin(tok, torch.tensor(sorted(ids), device=tok.device))
 
 
-# ------------------------------------------------------------------------- decoder-only models
-class DecoderSession:
-    """Runs a decoder-only model over a preallocated KV cache; returns last-position logits."""
+# -------------------------------------------------------------------------------- sessions
+class Session:
+    """What the model sessions share: with a cache, a step feeds the model only the new tokens;
+    without one (use_cache=False, the slow reference path) the whole prefix, re-run every step."""
 
-    def __init__(self, model, batch: int, max_len: int):
-        self.model, self.cache = model, model.new_cache(batch, max_len)
+    def __init__(self, cache=None):
+        self.cache, self.prefix = cache, None
 
-    def step(self, ids, attention_mask=None):
-        return self.model(ids, attention_mask=attention_mask, cache=self.cache, last_only=True)[:, -1]
+    def tokens(self, ids):
+        """ids (N, t), the newest tokens -> what the model is fed this step."""
+        if self.cache is not None:
+            return ids
+        self.prefix = ids if self.prefix is None else torch.cat([self.prefix, ids], 1)
+        return self.prefix
 
     def reorder(self, index):
-        self.cache.reorder(index)
+        if self.cache is not None:
+            self.cache.reorder(index)
+        else:
+            self.prefix = self.prefix.index_select(0, index)
 
 
-class GenerationMixin:
-    """`model.generate(...)` for decoder-only models (DESIGN.md's public signature)."""
+class DecoderSession(Session):
+    """Runs a decoder-only model over a preallocated KV cache; returns last-position logits."""
 
-    def generate(self, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None,
-                 num_beams=1, eos_token_id=None, attention_mask=None, seed=None, **kwargs):
-        check_sampling_args(temperature, top_k, top_p, num_beams,
-                            kwargs.get("repetition_penalty", 1.0))
-        context = self.config.max_seq_len
-        if input_ids.size(1) + max_new_tokens > context:
-            raise UserError(f"prompt ({input_ids.size(1)} tokens) + max_new_tokens "
-                            f"({max_new_tokens}) exceed the model's context of {context} tokens")
-        if eos_token_id is None:
-            eos_token_id = self.config.eos_token_id
-        was_training = self.training
-        self.eval()
-        try:
-            max_len = input_ids.size(1) + max_new_tokens
-            if num_beams > 1:
-                return beam_search(lambda n: DecoderSession(self, n, max_len), input_ids,
-                                   max_new_tokens, num_beams, attention_mask=attention_mask,
-                                   eos_token_id=eos_token_id, **kwargs)
-            return sample(DecoderSession(self, input_ids.size(0), max_len), input_ids,
-                          max_new_tokens, attention_mask=attention_mask, temperature=temperature,
-                          top_k=top_k, top_p=top_p, eos_token_id=eos_token_id, seed=seed, **kwargs)
-        finally:
-            self.train(was_training)
+    def __init__(self, model, batch: int, max_len: int, use_cache: bool = True):
+        super().__init__(model.new_cache(batch, max_len) if use_cache else None)
+        self.model = model
+
+    def step(self, ids, attention_mask=None):
+        return self.model(self.tokens(ids), attention_mask=attention_mask, cache=self.cache,
+                          last_only=True)[:, -1]

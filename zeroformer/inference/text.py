@@ -1,6 +1,6 @@
 """Text in, text out for a decoder-only model: prompt ids, fitting the context, the EOS ids,
-streaming the generated text, and the one call to the generation engine that `generate` and
-`chat` share.
+streaming the generated text, and the one call to the model's `generate` that the `generate`
+and `chat` commands share.
 
 Streaming decodes the whole generated sequence at every token and emits the new suffix, holding
 back an incomplete UTF-8 character (decoded as U+FFFD) until its last byte arrives.
@@ -94,11 +94,8 @@ def stop_on_strings(tok, prompt_len: int, strings):
 
 def generate_stream(model, ids: list[int], max_new: int, stream: TextStream, stop=None,
                     **sampling) -> torch.Tensor:
-    """Continue one prompt (ids already fitted to the context), feeding each new token to
-    `stream`; EOS is any of `stream.stop_ids`. sampling: temperature, top_k, top_p,
-    repetition_penalty, seed (generate.sample). -> (1, len(ids) + n) ids."""
-    from ..generate import DecoderSession, sample
-
-    session = DecoderSession(model, 1, len(ids) + max_new)
-    return sample(session, torch.tensor([ids]), max_new, eos_token_id=sorted(stream.stop_ids) or None,
-                  stream=stream, stop=stop, **sampling)
+    """Continue one prompt (ids already fitted to the context) with the model's one `generate`,
+    feeding each new token to `stream`; EOS is any of `stream.stop_ids`. sampling: temperature,
+    top_k, top_p, repetition_penalty, seed. -> (1, len(ids) + n) ids."""
+    return model.generate(torch.tensor([ids]), max_new, eos_token_id=sorted(stream.stop_ids) or None,
+                          stream=stream, stop=stop, **sampling)

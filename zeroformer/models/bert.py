@@ -31,6 +31,7 @@ from ..nn.embeddings import Embeddings
 from ..nn.feedforward import ACTIVATIONS
 from ..nn.init import init_normal
 from ..nn.norms import make_norm
+from .base import Model
 
 HEADS = ("mlm", "nsp", "pooler", "classify", "tokens")
 DEFAULT_HEADS = ("pooler",)
@@ -66,10 +67,9 @@ class MLMHead(nn.Module):
         return F.linear(h, w, self.bias)
 
 
-class Bert(nn.Module):
+class Bert(Model):
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.config = cfg
+        super().__init__(cfg)
         self.heads = bert_heads(cfg)
         self.embed = Embeddings(cfg)
         self.blocks = nn.ModuleList(TransformerBlock(cfg, causal=False) for _ in range(cfg.n_layer))

@@ -5,40 +5,28 @@
     logits = W_out Norm(h_L)                             W_out = E^T when embeddings are tied
 
 input_ids (B, T) -> logits (B, T, vocab). Left-padded batches pass attention_mask (B, T), 0 = pad.
-With a cache (from `new_cache`), only the new tokens are fed; keys/values of the past are reused.
+With a cache (from `new_cache`, models/base.py), only the new tokens are fed; keys/values of the
+past are reused. `generate` is models/base.py:GenerativeModel.generate.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..generate import GenerationMixin
-from ..nn.attention import KVCache, build_mask
-from ..nn.blocks import LayerCache, TransformerBlock
+from ..generate import DecoderSession
+from ..nn.attention import build_mask
+from ..nn.blocks import TransformerBlock
 from ..nn.embeddings import Embeddings, positions_from_mask
 from ..nn.init import init_normal
 from ..nn.norms import make_norm
 from ..nn.positions import RotaryEmbedding
+from .base import GenerativeModel
 
 
-class ModelCache(list):
-    """One LayerCache per block. `length` = positions already cached."""
-
-    @property
-    def length(self) -> int:
-        return self[0].self_kv.length if self else 0
-
-    def reorder(self, index: torch.Tensor) -> None:
-        for layer in self:
-            layer.reorder(index)
-
-
-class Decoder(nn.Module, GenerationMixin):
+class Decoder(GenerativeModel):
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.config = cfg
+        super().__init__(cfg)
         self.embed = Embeddings(cfg)
         self.rope = (RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
                      if cfg.position == "rope" else None)
@@ -49,11 +37,18 @@ class Decoder(nn.Module, GenerationMixin):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.tok.weight
 
-    def new_cache(self, batch: int, max_len: int, dtype=None) -> ModelCache:
-        p = self.embed.tok.weight  # (lm_head may be an Int8Linear without .weight)
-        c = self.config
-        return ModelCache(LayerCache(KVCache(batch, c.n_kv_head, max_len, c.head_dim,
-                                             dtype or p.dtype, p.device)) for _ in self.blocks)
+    # ------------------------------------------------------- what generation needs (base.py)
+    decoder_layers = property(lambda self: self.blocks)
+    decoder_embeddings = property(lambda self: self.embed)
+
+    def sequence_lengths(self, input_len, max_new_tokens):
+        return [(f"prompt ({input_len} tokens) + max_new_tokens ({max_new_tokens})",
+                 input_len + max_new_tokens)]
+
+    def generation_start(self, input_ids, attention_mask, use_cache):
+        """The prompt is input_ids itself; its rows run in one DecoderSession."""
+        return input_ids, attention_mask, lambda rows, max_len: DecoderSession(
+            self, rows, max_len, use_cache)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None,
                 return_hidden=False, last_only=False):

@@ -15,9 +15,10 @@ Shapes: src_ids (B, S), tgt_ids (B, T) -> logits (B, T, V). Masks are (B, S) / (
 token, 0 = padding. Teacher forcing: tgt_ids starts with `decoder_start_token_id`; the loss compares
 logits[:, t] with the target token t+1.
 
-Generation runs the shared engine (zeroformer/generate.py) over a `Seq2SeqSession`: the source is
-encoded once, each cross-attention layer's K/V is computed once (StaticKV) and the decoder's
-self-attention keys/values accumulate in a KVCache.
+Generation (models/base.py:GenerativeModel.generate, the one `generate` of every model) runs the
+shared engine (zeroformer/generate.py) over a `Seq2SeqSession`: the source is encoded once, each
+cross-attention layer's K/V is computed once (StaticKV) and the decoder's self-attention
+keys/values accumulate in a KVCache.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..generate import beam_search, check_sampling_args, sample
-from ..nn.attention import KVCache, StaticKV, build_mask
-from ..nn.blocks import LayerCache, TransformerBlock
+from ..generate import Session
+from ..nn.attention import build_mask
+from ..nn.blocks import TransformerBlock
 from ..nn.embeddings import Embeddings, positions_from_mask
 from ..nn.norms import make_norm
+from .base import GenerativeModel
 
 
 def padding_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -41,10 +43,9 @@ def padding_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     return build_mask(1, mask.size(-1), causal=False, key_padding=mask)
 
 
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(GenerativeModel):
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.config = cfg
+        super().__init__(cfg)
         self.embed = Embeddings(cfg)                      # source (and target, when shared)
         share = cfg.extra.get("share_embeddings", True)
         self.tgt_embed = None if share else Embeddings(cfg)
@@ -113,53 +114,32 @@ class EncoderDecoder(nn.Module):
         return self.decode(tgt_ids, memory, src_mask=src_mask, tgt_mask=tgt_mask,
                            return_hidden=return_hidden)
 
-    def new_cache(self, batch: int, max_len: int, dtype=None) -> list[LayerCache]:
-        """Per decoder block: a KVCache for self-attention and an empty StaticKV for cross."""
-        c, p = self.config, self.target_embeddings.tok.weight  # activations: embedding dtype
-        return [LayerCache(KVCache(batch, c.n_kv_head, max_len, c.head_dim, dtype or p.dtype,
-                                   p.device), StaticKV()) for _ in self.decoder]
+    # ------------------------------------------------------- what generation needs (base.py)
+    decoder_layers = property(lambda self: self.decoder)
+    decoder_embeddings = property(lambda self: self.target_embeddings)
+    # finished rows are padded with pad_token_id, as transformers does for Marian
+    default_pad_token_id = property(lambda self: self.config.pad_token_id)
 
-    # ----------------------------------------------------------------------------- generation
-    def generate(self, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None,
-                 num_beams=1, eos_token_id=None, attention_mask=None, seed=None,
-                 length_penalty=1.0, use_cache=True, **kwargs):
-        """Translate: input_ids (B, S) source, attention_mask (B, S) its padding mask ->
-        (B, 1 + n) target ids starting with decoder_start_token_id (as transformers does);
-        finished rows are padded with pad_token_id. temperature 0 = greedy; num_beams > 1 = beam
-        search. use_cache=False recomputes the whole prefix each step (for tests)."""
-        check_sampling_args(temperature, top_k, top_p, num_beams,
-                            kwargs.get("repetition_penalty", 1.0))
+    def sequence_lengths(self, input_len, max_new_tokens):
+        return [(f"the source ({input_len} tokens)", input_len),
+                (f"the start token + max_new_tokens ({max_new_tokens})", 1 + max_new_tokens)]
+
+    def generation_start(self, input_ids, attention_mask, use_cache):
+        """Translate: input_ids (B, S) is the source and attention_mask (B, S) its padding mask.
+        The source is encoded once; the target starts with decoder_start_token_id (as
+        transformers does), so generate returns (B, 1 + n). A sentence's beams share its
+        memory row (Seq2SeqSession's `rows`)."""
         c = self.config
-        if eos_token_id is None:
-            eos_token_id = c.eos_token_id
-        pad = kwargs.pop("pad_token_id", c.pad_token_id)
         start = c.decoder_start_token_id if c.decoder_start_token_id is not None else c.bos_token_id
         if start is None:
             raise ValueError("config has neither decoder_start_token_id nor bos_token_id")
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                memory = self.encode(input_ids, attention_mask)
-            b = input_ids.size(0)
-            prompt = input_ids.new_full((b, 1), start)
-
-            def session(n):  # n = b * num_beams rows; the beams of a sentence share its memory
-                return Seq2SeqSession(self, memory, attention_mask, max_new_tokens + 1, use_cache,
-                                      rows=n)
-
-            if num_beams > 1:
-                return beam_search(session, prompt, max_new_tokens, num_beams,
-                                   eos_token_id=eos_token_id, pad_token_id=pad,
-                                   length_penalty=length_penalty)
-            return sample(session(b), prompt, max_new_tokens, temperature=temperature, top_k=top_k,
-                          top_p=top_p, eos_token_id=eos_token_id, pad_token_id=pad, seed=seed,
-                          **kwargs)
-        finally:
-            self.train(was_training)
+        memory = self.encode(input_ids, attention_mask)
+        prompt = input_ids.new_full((input_ids.size(0), 1), start)
+        return prompt, None, lambda rows, max_len: Seq2SeqSession(
+            self, memory, attention_mask, max_len, use_cache, rows=rows)
 
 
-class Seq2SeqSession:
+class Seq2SeqSession(Session):
     """A generation session (see generate.py) for the encoder–decoder: the encoder output
     `memory` (N, S, d) is fixed; `step` feeds the newest target tokens and returns (N, V) logits.
 
@@ -178,16 +158,12 @@ class Seq2SeqSession:
         if rows % memory.size(0):
             raise ValueError(f"{rows} target rows cannot share {memory.size(0)} memory rows")
         self.group = rows // memory.size(0)
-        self.cache = model.new_cache(rows, max_len) if use_cache else None
-        self.prefix = None
+        super().__init__(model.new_cache(rows, max_len) if use_cache else None)
 
     @torch.no_grad()
     def step(self, ids, attention_mask=None):
-        if self.cache is None:
-            self.prefix = ids if self.prefix is None else torch.cat([self.prefix, ids], 1)
-            ids = self.prefix
-        logits = self.model.decode(ids, self.memory, src_mask=self.src_mask, cache=self.cache,
-                                   last_only=True)
+        logits = self.model.decode(self.tokens(ids), self.memory, src_mask=self.src_mask,
+                                   cache=self.cache, last_only=True)
         return logits[:, -1]
 
     def reorder(self, index):
@@ -199,13 +175,12 @@ class Seq2SeqSession:
             self.memory = self.memory.index_select(0, index_memory)
             if self.src_mask is not None:
                 self.src_mask = self.src_mask.index_select(0, index_memory)
-        if self.cache is not None:
-            for layer in self.cache:
-                layer.self_kv.reorder(index)
-                if shrink:
-                    layer.cross_kv.reorder(index_memory)
-        else:
-            self.prefix = self.prefix.index_select(0, index)
+        if self.cache is None:
+            return super().reorder(index)  # the prefix
+        for layer in self.cache:
+            layer.self_kv.reorder(index)
+            if shrink:
+                layer.cross_kv.reorder(index_memory)
 
 
 def init_weights(module: nn.Module, d_model: int) -> None:
@@ -219,8 +194,4 @@ def init_weights(module: nn.Module, d_model: int) -> None:
         nn.init.normal_(module.weight, std=d_model ** -0.5)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-__all__ = ["EncoderDecoder", "Seq2SeqSession", "padding_mask", "count_parameters"]
+__all__ = ["EncoderDecoder", "Seq2SeqSession", "padding_mask"]

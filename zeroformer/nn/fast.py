@@ -16,7 +16,8 @@ Per output channel j, the weight row is stored as int8 with one scale:
 The product runs in torch's int8-weight kernel (`torch._weight_int8pack_mm`) with bfloat16
 activations, the case it has a fast CPU kernel for; the output is cast back to the input dtype.
 `quantize_int8(model)` swaps every nn.Linear (the output projection included); the reference
-path is the unquantized model (tests/test_generate.py compares them).
+path is the unquantized model (tests/test_generate.py compares them). `quantize_int4` does the
+same with Int4Linear (Int8Linear where the kernel cannot take a shape).
 
 Int4 weight-only, group-wise (asymmetric, groups of g = 32 inputs): for output row j and
 group G of inputs,
@@ -125,29 +126,46 @@ def int4_group(linear: nn.Linear) -> int | None:
     return 32 if k % 32 == 0 and n % 16 == 0 else None
 
 
-def quantize_int8(model: nn.Module, int4: bool = False, skip: tuple = (),
-                  refine: tuple = ()) -> nn.Module:
-    """Replace every nn.Linear of `model` (in place) by an Int8Linear -- or, with `int4`, by an
-    Int4Linear where the kernel accepts the shape (else Int8Linear); children named in `skip`
-    stay int8, those in `refine` become RefinedInt4Linear. Returns the model. Inference only: the weights have no gradients."""
+def _swap_linears(model: nn.Module, make) -> nn.Module:
+    """Replace (in place) every nn.Linear `child` of `model` by make(name, child), where name is
+    the child's own attribute name (e.g. "lm_head"). Returns the model."""
     for name, child in list(model.named_children()):
         if isinstance(child, nn.Linear):
-            g = int4_group(child) if int4 and name not in skip else None
-            if g and name in refine:
-                setattr(model, name, RefinedInt4Linear(child, g))
-            else:
-                setattr(model, name, Int4Linear(child, g) if g else Int8Linear(child))
+            setattr(model, name, make(name, child))
         else:
-            quantize_int8(child, int4, skip, refine)
+            _swap_linears(child, make)
     return model
 
 
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Replace every nn.Linear of `model` (in place) by an Int8Linear. Returns the model.
+    Inference only: the weights have no gradients."""
+    return _swap_linears(model, lambda name, linear: Int8Linear(linear))
+
+
+def quantize_int4(model: nn.Module, keep_int8: tuple = (), refine: tuple = ()) -> nn.Module:
+    """Replace every nn.Linear of `model` (in place) by an Int4Linear where the kernel accepts its
+    shape (`int4_group`), else by an Int8Linear; children named in `keep_int8` become Int8Linear,
+    those in `refine` RefinedInt4Linear. Returns the model. Inference only."""
+    def make(name, linear):
+        g = None if name in keep_int8 else int4_group(linear)
+        if not g:
+            return Int8Linear(linear)
+        return RefinedInt4Linear(linear, g) if name in refine else Int4Linear(linear, g)
+
+    return _swap_linears(model, make)
+
+
+INT4_HEADS = ("int4", "int8", "refine")
+
+
 def prepare_inference(model: nn.Module, fuse: bool = True, int8: bool = False,
-                      int4: bool = False, int4_head: bool | str = True,
+                      int4: bool = False, int4_head: str = "int4",
                       compile: bool = False) -> nn.Module:
     """Eval mode, fused projections (`fuse`), int8 weight-only linears (`int8`) or int4 ones
-    (`int4`; the output layer `lm_head` stays int8 unless `int4_head`; int4_head="refine": int4
-    plus int8 re-scoring of its top 64, RefinedInt4Linear). In place.
+    (`int4`). In place. With `int4`, the output layer `lm_head` is stored as `int4_head`: "int4"
+    (like the body), "int8" (Int8Linear), or "refine" (int4 plus int8 re-scoring of its top 64,
+    RefinedInt4Linear).
 
     `compile`: model.forward goes through torch.compile (dynamic shapes, so one graph serves every
     cache length); the first call compiles (14-60 s on CPU, needs a C++ compiler). Measured no
@@ -155,6 +173,8 @@ def prepare_inference(model: nn.Module, fuse: bool = True, int8: bool = False,
     from .attention import MultiHeadAttention
     from .feedforward import FeedForward
 
+    if int4_head not in INT4_HEADS:
+        raise ValueError(f"int4_head must be one of {INT4_HEADS} (got {int4_head!r})")
     model.eval()
     if fuse:
         for m in list(model.modules()):
@@ -162,9 +182,11 @@ def prepare_inference(model: nn.Module, fuse: bool = True, int8: bool = False,
                 m.fuse_qkv()
             elif isinstance(m, FeedForward):
                 m.fuse()
-    if int8 or int4:
-        quantize_int8(model, int4=int4, skip=() if int4_head else ("lm_head",),
+    if int4:
+        quantize_int4(model, keep_int8=("lm_head",) if int4_head == "int8" else (),
                       refine=("lm_head",) if int4_head == "refine" else ())
+    elif int8:
+        quantize_int8(model)
     if compile:
         model.forward = torch.compile(model.forward, dynamic=True)
     return model

@@ -41,8 +41,11 @@ class RMSNorm(nn.Module):
 
 
 def make_norm(kind: str, d: int, eps: float, bias: bool = True) -> nn.Module:
+    """The norm named `kind` over the last dimension d. `bias`: LayerNorm's additive b (the
+    models keep the default, True: GPT-2 and BERT have b even where their linears have none);
+    RMSNorm has no b."""
     if kind == "layernorm":
-        return LayerNorm(d, eps, bias=True)  # LayerNorm keeps its bias even in bias-free models
+        return LayerNorm(d, eps, bias=bias)
     if kind == "rmsnorm":
         return RMSNorm(d, eps)
     raise ValueError(f"unknown norm {kind!r}")
