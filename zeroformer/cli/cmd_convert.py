@@ -34,7 +34,7 @@ def run(args):
     if args.to == "zeroformer":
         from ..io.checkpoint import save_checkpoint
 
-        save_checkpoint(model, args.out, tokenizer=getattr(model, "tokenizer", None))
+        save_checkpoint(model, args.out, tokenizer=model.tokenizer)
     else:
         mtype = hf_model_type(model.config)
         try:

@@ -37,7 +37,7 @@ def run_attention(args):
     from ..inference.viz import attention_for_text, plot_attention
 
     model = load(args.model)
-    tok = getattr(model, "tokenizer", None)
+    tok = model.tokenizer
     if tok is None:
         raise UserError(f"{args.model}: the model has no tokenizer to encode --text with")
     layers, pieces = attention_for_text(model, tok, args.text)

@@ -26,7 +26,7 @@ def load_lm(path, tokenizer=None, dtype=None, int8: bool = False, int4: bool = F
     model = _load(path, dtype=dtype)
     if getattr(model.config, "arch", None) != "decoder":
         raise UserError(f"{path}: not a decoder-only language model (arch={model.config.arch})")
-    tok = load_tokenizer(tokenizer) if tokenizer else getattr(model, "tokenizer", None)
+    tok = load_tokenizer(tokenizer) if tokenizer else model.tokenizer
     if tok is None:
         raise UserError(f"{path}: the model has no tokenizer; pass --tokenizer PATH")
     if int8 and int4:
@@ -45,7 +45,7 @@ def load_translator(path):
     if arch != "encoder_decoder":
         raise UserError(f"{path}: not a translator (an encoder-decoder model); this model is "
                         f"arch={arch!r}. Use `zeroformer generate` for language models")
-    tok = getattr(model, "tokenizer", None)
+    tok = model.tokenizer
     if tok is None:
         raise UserError(f"{path}: the model has no tokenizer.json (Marian SentencePiece "
                         "tokenizers are not supported; train one with `zeroformer train "
@@ -64,7 +64,7 @@ def load_encoder(path, classifier: bool = False):
             raise UserError(f"{path}: not a BERT sequence classifier (no classification head)")
     elif getattr(model.config, "arch", None) != "encoder":
         raise UserError(f"{path}: not a BERT (encoder) model (arch={model.config.arch!r})")
-    tok = getattr(model, "tokenizer", None)
+    tok = model.tokenizer
     if tok is None:
         tok = load_tokenizer(path)
     return model.eval(), tok
