@@ -101,7 +101,8 @@ def test_eval_bleu_with_model_and_files(translator, tmp_path, capsys, monkeypatc
     (tmp_path / "r2").write_text("\n".join(refs) + "\n")
     argv = ["eval", "bleu", "--model", str(translator), "--src", str(tmp_path / "s"), "--ref",
             str(tmp_path / "r2"), "--beams", "2"]
-    bleu, chrf = sacrebleu.corpus_bleu(hyps, [refs]).score, sacrebleu.corpus_chrf(hyps, [refs]).score
+    bleu = sacrebleu.corpus_bleu(hyps, [refs]).score
+    chrf = sacrebleu.corpus_chrf(hyps, [refs]).score
     assert 0 < chrf < 100
     rc, out, _ = run(capsys, argv)
     assert rc == 0 and out.startswith(f"BLEU {bleu:.2f}  chrF {chrf:.2f}  (3 sentences"), out

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 import zeroformer
+from requires import require_data
 from zeroformer.generate import DecoderSession
 from zeroformer.models.decoder import Decoder
-from requires import require_data
 from zeroformer.nn.fast import Int4Linear, Int8Linear, RefinedInt4Linear, prepare_inference
 
-pytestmark = [pytest.mark.ci_may_skip,  # a platform feature, not data: the data test uses require_data
+# the int4 kernel is a platform feature CI may lack (the SmolLM2 test's data: require_data)
+pytestmark = [pytest.mark.ci_may_skip,
               pytest.mark.skipif(not hasattr(torch, "_weight_int4pack_mm_for_cpu"),
                                  reason="this torch has no CPU int4 kernel")]
 

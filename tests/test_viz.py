@@ -91,7 +91,8 @@ def test_attention_pictures_show_transformers_attention(tmp_path, drawn):
     assert len(layers) == len(want) == 2
     for got, w in zip(layers, want):
         torch.testing.assert_close(got, w[0], atol=1e-5, rtol=1e-4)
-    assert (layers[1] - 1 / torch.arange(1, 10).view(1, 9, 1)).abs().tril().max() > 0.1  # not uniform
+    uniform = 1 / torch.arange(1, 10).view(1, 9, 1)
+    assert (layers[1] - uniform).abs().tril().max() > 0.1  # far from uniform attention
     plot_attention(layers[1], list("abcdefghi"), tmp_path / "a.png")
     assert len(drawn["imshow"]) == 4
     for head, (array, kw) in enumerate(drawn["imshow"]):

@@ -106,8 +106,8 @@ class Trainer:
 
     # -- resume ---------------------------------------------------------------------------------
     def resume(self) -> int:
-        """Restore everything from `out`/latest.json (or, when a file there is damaged, the newest
-        whole checkpoint before it: ckpt.resumable_checkpoint). Returns the step it continues after."""
+        """Restore everything from `out`/latest.json (or, when a file there is damaged, from the
+        newest whole checkpoint before it: ckpt.resumable_checkpoint). Returns the step resumed."""
         folder = ckpt.resumable_checkpoint(self.out) if self.out is not None else None
         if folder is None:
             raise UserError(f"nothing to resume: {self.out} has no latest.json")
