@@ -10,9 +10,9 @@ from zeroformer.cli import main
 from zeroformer.config import ModelConfig
 from zeroformer.data.labelled import read_labelled
 from zeroformer.errors import UserError
+from zeroformer.inference.classification import accuracy_f1
 from zeroformer.io.checkpoint import save_checkpoint
 from zeroformer.models.bert import Bert
-from zeroformer.inference.classification import accuracy_f1
 from zeroformer.recipes.bert import SPECIALS, MLMTask
 from zeroformer.tokenizers import CharTokenizer
 from zeroformer.train.mlm import IGNORE_INDEX
@@ -46,8 +46,22 @@ def test_mlm_task_batches(tok):
     assert set(a["nsp_labels"].tolist()) <= {0, 1}
     loss, n = task.loss(model, a)
     assert n == int(sel.sum()) and torch.isfinite(loss)
+    model.eval()
     ev = task.on_eval(model)
-    assert 0 <= ev["mlm_acc"] <= 1 and 0 <= ev["nsp_acc"] <= 1
+    # the reference: accuracy from the full forward pass's logits (B, T, V) at the labelled
+    # positions and the NSP head on the [CLS] vector, counted over every eval batch
+    hit = n = nsp_hit = nsp_n = 0
+    with torch.no_grad():
+        for b in task.eval_batches():
+            logits = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+            sel = b["labels"] != IGNORE_INDEX
+            hit += int((logits.argmax(-1)[sel] == b["labels"][sel]).sum())
+            n += int(sel.sum())
+            h = model.encode(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+            nsp_hit += int((model.nsp_logits(h).argmax(-1) == b["nsp_labels"]).sum())
+            nsp_n += b["nsp_labels"].numel()
+    assert 0 < hit < n and 0 < nsp_hit < nsp_n  # neither rate is a trivial 0 or 1 here
+    assert ev == {"mlm_acc": hit / n, "nsp_acc": nsp_hit / nsp_n}
 
 
 def test_accuracy_f1():

@@ -1,13 +1,12 @@
 """Checkpoints: bit-exact round trip, no pickle, atomic writes (zeroformer/io/checkpoint.py)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import zeroformer
+from requires import require_package
 from zeroformer.config import preset
 from zeroformer.errors import UserError
 from zeroformer.io import checkpoint as ckpt
@@ -98,27 +97,93 @@ def test_tokenizer_is_saved_and_attached(tmp_path):
     assert loaded.tokenizer.encode("hello") == tok.encode("hello")
 
 
+class _SideEffect:
+    """Unpickling this calls open(marker, "w"): a payload that leaves a file when it runs."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_the_pickle_payload_really_runs_code(tmp_path):
+    """Sanity check of the test below: unpickled, the payload creates its marker file."""
+    import pickle
+
+    marker = tmp_path / "ran"
+    pickle.loads(pickle.dumps(_SideEffect(marker))).close()
+    assert marker.exists()
+
+
 @pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pt"])
-def test_pickle_files_are_refused(tmp_path, name):
-    model = tiny_model()
+def test_pickle_files_are_refused_without_running_them(tmp_path, capsys, name):
+    import pickle
+
+    from zeroformer.cli import main
+
+    marker = tmp_path / "the-pickle-ran"
     folder = tmp_path / "c"
     folder.mkdir()
-    model.config.save(folder / "config.json")
-    torch.save(model.state_dict(), folder / name)
-    with pytest.raises(UserError, match="pickle"):
-        zeroformer.load(folder)
-    with pytest.raises(UserError, match="pickle"):
-        zeroformer.load(folder / name)
+    tiny_model().config.save(folder / "config.json")
+    (folder / name).write_bytes(pickle.dumps({"model": _SideEffect(marker)}))
+    for path in (folder, folder / name):
+        with pytest.raises(UserError, match="pickle"):
+            zeroformer.load(path)
     with pytest.raises(UserError, match="pickle"):
         ckpt.load_checkpoint(folder)
-    if name != "model.pt":
-        return
-    r = subprocess.run([sys.executable, "-m", "zeroformer", "generate", str(folder / name)],
-                       capture_output=True, text=True)
-    if "invalid choice" in r.stderr:
-        pytest.skip("`zeroformer generate` not written yet")
-    assert r.returncode == 2 and r.stderr.startswith("zeroformer: error:"), r.stderr
-    assert "Traceback" not in r.stderr
+    for path in (folder, folder / name):
+        capsys.readouterr()
+        assert main(["generate", "--model", str(path), "--prompt", "hi"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("zeroformer: error:") and err.count("\n") == 1, err
+        assert "refusing to load a pickle" in err, err
+    assert not marker.exists()
+
+
+def _cut(path, size):
+    with open(path, "r+b") as f:
+        f.truncate(size)
+
+
+def _huge_tensor_header(path):
+    """A valid-looking header that declares a 4 TiB tensor in a file of a few bytes."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1 << 40],
+                               "data_offsets": [0, 4 << 40]}}).encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 16)
+
+
+def _huge_header_length(path):
+    path.write_bytes((1 << 62).to_bytes(8, "little") + b"{}")
+
+
+@pytest.mark.parametrize("damage", [
+    lambda p: _cut(p, p.stat().st_size - 100), lambda p: _cut(p, p.stat().st_size // 2),
+    lambda p: _cut(p, 100), lambda p: _cut(p, 5), _huge_tensor_header, _huge_header_length,
+], ids=["end-100", "half", "100-bytes", "5-bytes", "huge-tensor", "huge-header"])
+def test_truncated_model_safetensors_is_refused(tmp_path, capsys, damage):
+    from zeroformer.cli import main
+
+    ckpt.save_checkpoint(tiny_model(), tmp_path / "c")
+    weights = tmp_path / "c" / "model.safetensors"
+    damage(weights)
+    for path in (tmp_path / "c", weights):
+        with pytest.raises(UserError, match="model.safetensors: not a readable safetensors"):
+            zeroformer.load(path)
+    assert main(["generate", "--model", str(tmp_path / "c"), "--prompt", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zeroformer: error:") and err.count("\n") == 1, err
+
+
+def test_truncated_hf_folder_is_refused(tmp_path):
+    transformers = require_package("transformers")
+    cfg = transformers.GPT2Config(vocab_size=40, n_positions=16, n_embd=32, n_layer=1, n_head=2)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "hf")
+    weights = tmp_path / "hf" / "model.safetensors"
+    zeroformer.load(tmp_path / "hf")  # whole, it loads
+    _cut(weights, weights.stat().st_size - 1)
+    with pytest.raises(UserError, match="model.safetensors: not a readable safetensors"):
+        zeroformer.load(tmp_path / "hf")
 
 
 def test_run_folder_latest_and_pruning(tmp_path):

@@ -8,17 +8,14 @@ import json
 
 import pytest
 
+from requires import require_data
 from zeroformer import data
 from zeroformer.cli import main
 from zeroformer.data import cache as fetchmod
 from zeroformer.errors import UserError
 
 
-def need(name):
-    path = data.locate(name)
-    if path is None:
-        pytest.skip(f"{name} not fetched (run `zeroformer data fetch {name}`)")
-    return path
+need = require_data  # skips locally, fails under CI=true (tests/requires.py)
 
 
 # ----------------------------------------------------------------------------- registry and cache

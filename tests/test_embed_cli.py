@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from requires import require_data, require_package
 from zeroformer.cli import main
 from zeroformer.config import ModelConfig
-from zeroformer.data import locate
 from zeroformer.io.checkpoint import save_checkpoint
 from zeroformer.models.bert import Bert
 from zeroformer.tokenizers import CharTokenizer
@@ -95,14 +95,8 @@ def test_bad_input_exits_2(tiny, capsys, argv, needle):
 
 
 def test_embed_minilm_equals_transformers(tmp_path, capsys):
-    path = locate("minilm")
-    if path is None:
-        pytest.skip("MiniLM weights not fetched (run `zeroformer data fetch minilm`)")
-    try:
-        import zeroformer.tokenizers.wordpiece  # noqa: F401
-    except ImportError:
-        pytest.skip("the WordPiece tokenizer has not landed in this checkout")
-    transformers = pytest.importorskip("transformers")
+    path = require_data("minilm")
+    transformers = require_package("transformers")
     texts = ["A man is playing a guitar.", "", "Someone plays the guitar.",
              "The stock market fell sharply today."]
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")

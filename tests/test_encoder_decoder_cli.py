@@ -79,14 +79,38 @@ def test_eval_bleu_hyp_ref_matches_sacrebleu(tmp_path, capsys):
     assert got["chrf"] == round(sacrebleu.corpus_chrf(hyps, [refs]).score, 2)
 
 
-def test_eval_bleu_with_model_and_files(translator, tmp_path, capsys):
-    (tmp_path / "s").write_text("el libro es rojo\n\nla casa\n")
+def test_eval_bleu_with_model_and_files(translator, tmp_path, capsys, monkeypatch):
+    srcs = ["el libro es rojo", "", "la casa"]
+    (tmp_path / "s").write_text("\n".join(srcs) + "\n")
     (tmp_path / "r").write_text("the book is red\n\nthe house\n")
     rc, out, _ = run(capsys, ["eval", "bleu", "--model", str(translator), "--src",
                               str(tmp_path / "s"), "--ref", str(tmp_path / "r"), "--beams", "2",
                               "--out", str(tmp_path / "hyp")])
     assert rc == 0 and out.startswith("BLEU ")
-    assert len((tmp_path / "hyp").read_text().split("\n")) == 4
+    hyps = (tmp_path / "hyp").read_text().split("\n")
+    assert len(hyps) == 4 and hyps[1] == hyps[3] == ""
+    hyps = hyps[:3]
+    # the saved translations are the model's: `zeroformer translate` with the same beams
+    rc, tout, _ = run(capsys, ["translate", "--model", str(translator), "--beams", "2"],
+                      stdin="\n".join(srcs) + "\n", monkeypatch=monkeypatch)
+    assert rc == 0 and tout.split("\n")[:3] == hyps
+    # references that contain each translation and more: the scores printed are sacrebleu's on
+    # the saved translations (this untrained model writes one "word" a line, so BLEU, which
+    # needs 2- to 4-grams, is 0; chrF, on characters, is strictly between 0 and 100)
+    refs = [f"{h} and more words" for h in hyps]
+    (tmp_path / "r2").write_text("\n".join(refs) + "\n")
+    argv = ["eval", "bleu", "--model", str(translator), "--src", str(tmp_path / "s"), "--ref",
+            str(tmp_path / "r2"), "--beams", "2"]
+    bleu = sacrebleu.corpus_bleu(hyps, [refs]).score
+    chrf = sacrebleu.corpus_chrf(hyps, [refs]).score
+    assert 0 < chrf < 100
+    rc, out, _ = run(capsys, argv)
+    assert rc == 0 and out.startswith(f"BLEU {bleu:.2f}  chrF {chrf:.2f}  (3 sentences"), out
+    import json
+
+    rc, out, _ = run(capsys, argv + ["--json"])
+    got = json.loads(out)
+    assert (got["bleu"], got["chrf"]) == (round(bleu, 2), round(chrf, 2))
 
 
 def test_bad_arguments_are_exit_2(translator, tmp_path, capsys):

@@ -130,6 +130,25 @@ def test_not_a_gguf(tmp_path):
         zeroformer.load(tmp_path / "x.gguf")
 
 
+@pytest.mark.parametrize("qtype", [Q.F32, Q.Q8_0], ids=["f32", "q8_0"])
+def test_truncated_tensor_data_is_refused(tmp_path, capsys, qtype):
+    """Cut inside the last tensor, mid-file and inside the first tensor: always a UserError (the
+    reader maps the file; a tensor running past its end must never be read or allocated)."""
+    from zeroformer.cli import main
+
+    whole = write_gguf(tmp_path / "m.gguf", tiny_llama(), qtype)
+    size = whole.stat().st_size
+    first = min(int(t.data_offset) for t in gguf.GGUFReader(str(whole)).tensors)
+    for cut in (size - 1, size - 1000, size // 2, first + 10):
+        path = tmp_path / f"cut-{cut}.gguf"
+        path.write_bytes(whole.read_bytes()[:cut])
+        with pytest.raises(UserError, match=f"{path.name}: not a readable GGUF"):
+            zeroformer.load(path)
+        assert main(["generate", "--model", str(path), "--prompt", "hi"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("zeroformer: error:") and err.count("\n") == 1, err
+
+
 # ------------------------------------------------------------------------------ real SmolLM2
 @pytest.fixture(scope="module")
 def smollm2_path():

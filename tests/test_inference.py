@@ -127,7 +127,8 @@ def test_generate_stream_is_greedy_decoding_and_streams_its_text(folders):
     assert out.getvalue() == new_text + "\n"
     stop = text.stop_on_strings(tok, len(ids), [new_text[:3]])
     short = text.generate_stream(model, ids, 12, text.TextStream(tok, out=io.StringIO()), stop=stop)
-    assert short.size(1) < x.size(1) and tok.decode(short[0, len(ids):].tolist()).startswith(new_text[:3])
+    assert short.size(1) < x.size(1)
+    assert tok.decode(short[0, len(ids):].tolist()).startswith(new_text[:3])
 
 
 def test_classifier_scores_equal_row_by_row_predictions(folders):
@@ -138,7 +139,8 @@ def test_classifier_scores_equal_row_by_row_predictions(folders):
     rows = []
     for k in range(23):
         n = int(torch.randint(1, 20, (1,), generator=g))
-        words = "".join(string.ascii_lowercase[int(i)] for i in torch.randint(0, 26, (n,), generator=g))
+        letters = torch.randint(0, 26, (n,), generator=g)
+        words = "".join(string.ascii_lowercase[int(i)] for i in letters)
         rows.append((words, "ab cd" if k % 3 == 0 else None, "xyz"[k % 3]))
     got = classification.classifier_scores(model, tok, rows, batch_size=5, max_length=16)
     pred = []

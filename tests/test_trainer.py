@@ -227,6 +227,7 @@ def test_bf16_autocast_step_matches_fp32_within_tolerance(family):
         assert (g16[name] - g).norm() <= 5e-2 * g.norm() + 1e-5, name
 
 
+@pytest.mark.ci_may_skip  # a platform feature the CI machine may lack
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc only")
 def test_keep_freed_memory_takes_effect_on_glibc():
     import platform

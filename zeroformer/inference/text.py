@@ -97,5 +97,6 @@ def generate_stream(model, ids: list[int], max_new: int, stream: TextStream, sto
     """Continue one prompt (ids already fitted to the context) with the model's one `generate`,
     feeding each new token to `stream`; EOS is any of `stream.stop_ids`. sampling: temperature,
     top_k, top_p, repetition_penalty, seed. -> (1, len(ids) + n) ids."""
-    return model.generate(torch.tensor([ids]), max_new, eos_token_id=sorted(stream.stop_ids) or None,
-                          stream=stream, stop=stop, **sampling)
+    eos = sorted(stream.stop_ids) or None
+    return model.generate(torch.tensor([ids]), max_new, eos_token_id=eos, stream=stream, stop=stop,
+                          **sampling)

@@ -23,11 +23,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_model, save_file, save_model
 
 from ..config import ModelConfig
 from ..errors import UserError
@@ -72,6 +73,24 @@ def _read_json(path):
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: unreadable ({e})") from None
+
+
+def open_safetensors(path):
+    """safe_open(path), or a UserError naming the file when it is truncated or not safetensors.
+
+    safetensors checks that the header is small and parses, and that its offsets cover the file
+    exactly, before it maps any tensor: a truncated file never allocates or reads past its end.
+    """
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as e:  # safetensors raises its own SafetensorError; OSError for I/O
+        raise UserError(f"{path}: not a readable safetensors file, truncated or damaged "
+                        f"({' '.join(str(e).split())[:200]})") from None
+
+
+def _read_safetensors(path) -> dict:
+    with open_safetensors(path) as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
 
 
 # -- optimizer <-> safetensors -------------------------------------------------------------------
@@ -156,7 +175,7 @@ def _model_file(folder: Path) -> Path:
 
 def stored_dtype(path) -> torch.dtype | None:
     """The dtype of the first floating-point tensor in a safetensors file."""
-    with safe_open(str(path), framework="pt") as f:
+    with open_safetensors(path) as f:
         for key in f.keys():
             dt = f.get_slice(key).get_dtype()
             name = {"F32": "fp32", "BF16": "bf16", "F16": "fp16"}.get(dt)
@@ -168,6 +187,7 @@ def stored_dtype(path) -> torch.dtype | None:
 def load_weights(model, folder) -> None:
     """Load `folder`/model.safetensors into `model` strictly (every name, every shape)."""
     folder = Path(folder)
+    open_safetensors(_model_file(folder))  # a truncated file: UserError, not SafetensorError
     try:
         load_model(model, str(_model_file(folder)), strict=True,
                    device=str(next(model.parameters()).device))
@@ -217,10 +237,15 @@ def load_optimizer(optimizer, folder) -> None:
     path = Path(folder) / OPTIMIZER_FILE
     if not path.exists():
         raise UserError(f"{folder}: no {OPTIMIZER_FILE}; cannot resume training from it")
-    tensors = load_file(str(path))
-    with safe_open(str(path), framework="pt") as f:
-        rest = json.loads(f.metadata()[_OPT_META_KEY])
-    optimizer.load_state_dict(optimizer_from_flat(tensors, rest))
+    tensors = _read_safetensors(path)
+    try:
+        with open_safetensors(path) as f:
+            rest = json.loads((f.metadata() or {})[_OPT_META_KEY])
+        state = optimizer_from_flat(tensors, rest)
+        optimizer.load_state_dict(state)
+    except (KeyError, TypeError, ValueError) as e:  # metadata missing/damaged, or another optimizer
+        raise UserError(f"{path}: not an optimizer state of this model ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:200]})") from None
 
 
 def load_trainer_state(folder) -> tuple[dict, dict]:
@@ -230,7 +255,7 @@ def load_trainer_state(folder) -> tuple[dict, dict]:
     if state is None:
         raise UserError(f"{folder}: no {STATE_FILE}; cannot resume training from it")
     tpath = folder / STATE_TENSORS_FILE
-    return state, (load_file(str(tpath)) if tpath.exists() else {})
+    return state, (_read_safetensors(tpath) if tpath.exists() else {})
 
 
 # -- training run folders: step-N checkpoints + latest.json --------------------------------------
@@ -251,6 +276,54 @@ def latest_checkpoint(out) -> Path | None:
     if not path.is_dir():
         raise UserError(f"{out / LATEST_FILE} points at {path}, which does not exist")
     return path
+
+
+def check_resumable(folder) -> None:
+    """Raise a UserError naming the first file resume needs from `folder` that is missing, not
+    JSON, or not a whole safetensors file (truncated, damaged header, no optimizer metadata)."""
+    folder = Path(folder)
+    for name in (CONFIG_FILE, STATE_FILE, MODEL_FILE, OPTIMIZER_FILE):
+        if not (folder / name).is_file():
+            raise UserError(f"{folder}: no {name}")
+    _read_json(folder / CONFIG_FILE)
+    _read_json(folder / STATE_FILE)
+    open_safetensors(folder / MODEL_FILE)
+    if (folder / STATE_TENSORS_FILE).exists():
+        open_safetensors(folder / STATE_TENSORS_FILE)
+    with open_safetensors(folder / OPTIMIZER_FILE) as f:
+        try:
+            json.loads((f.metadata() or {})[_OPT_META_KEY])
+        except (KeyError, ValueError):
+            raise UserError(f"{folder / OPTIMIZER_FILE}: no readable optimizer metadata") from None
+
+
+def resumable_checkpoint(out) -> Path | None:
+    """The checkpoint to resume run folder `out` from (None when there is no latest.json).
+
+    It is the one latest.json names; if a file in it is damaged (a disk fault, a copy cut short:
+    our own writes never leave one), the newest older ``step-*`` folder that is whole, with a
+    warning on stderr. Resuming from any whole checkpoint still ends bit-identical to the
+    uninterrupted run; it only repeats steps. A damaged latest.json itself is an error (it is
+    written atomically, so it means the folder was tampered with: we do not guess).
+    """
+    current = latest_checkpoint(out)
+    if current is None:
+        return None
+    try:
+        check_resumable(current)
+        return current
+    except UserError as e:
+        damaged = e
+    older = sorted((p for p in Path(out).glob("step-*") if p.is_dir() and p.name < current.name),
+                   reverse=True)
+    for folder in older:
+        try:
+            check_resumable(folder)
+        except UserError:
+            continue
+        sys.stderr.write(f"zeroformer: warning: {damaged}; resuming from {folder.name} instead\n")
+        return folder
+    raise UserError(f"cannot resume: {damaged}; and {out} holds no older complete checkpoint")
 
 
 def save_run_checkpoint(out, step: int, model, keep: int = 2, **kwargs) -> Path:

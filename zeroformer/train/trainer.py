@@ -101,12 +101,14 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.step = 0
         self.log: list[dict] = []
+        self.unlogged = [0.0, 0]  # [sum, count] of step losses since the last log entry
         self.last_checkpoint: Path | None = None
 
     # -- resume ---------------------------------------------------------------------------------
     def resume(self) -> int:
-        """Restore everything from `out`/latest.json. Returns the step training continues after."""
-        folder = ckpt.latest_checkpoint(self.out) if self.out is not None else None
+        """Restore everything from `out`/latest.json (or, when a file there is damaged, from the
+        newest whole checkpoint before it: ckpt.resumable_checkpoint). Returns the step resumed."""
+        folder = ckpt.resumable_checkpoint(self.out) if self.out is not None else None
         if folder is None:
             raise UserError(f"nothing to resume: {self.out} has no latest.json")
         state, tensors = ckpt.load_trainer_state(folder)
@@ -114,6 +116,7 @@ class Trainer:
         ckpt.load_weights(self.model, folder)
         ckpt.load_optimizer(self.optimizer, folder)
         self.step, self.log = int(state["step"]), list(state.get("log", []))
+        self.unlogged = list(state.get("unlogged", [0.0, 0]))  # the next entry's mean spans it
         rng = state.get("rng", {})
         if "python" in rng:
             v, internal, gauss = rng["python"]
@@ -152,7 +155,7 @@ class Trainer:
         np_state = np.random.get_state()
         py = random.getstate()
         state = {**self.meta, "step": self.step, "train_config": self.cfg.to_dict(),
-                 "log": self.log,
+                 "log": self.log, "unlogged": self.unlogged,
                  "rng": {"python": [py[0], list(py[1]), py[2]],
                          "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]),
                                    int(np_state[3]), float(np_state[4])]}}
@@ -201,7 +204,7 @@ class Trainer:
         d_model = model.config.d_model
         model.train()
         bar = Progress(self.step, cfg.max_steps, enabled=cfg.progress)
-        t0, loss_sum, loss_n = time.perf_counter(), 0.0, 0
+        t0 = time.perf_counter()
         try:
             for step in range(self.step + 1, cfg.max_steps + 1):
                 lr = lr_at(step, cfg, d_model)
@@ -223,15 +226,15 @@ class Trainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step = step
-                loss_sum, loss_n = loss_sum + step_loss, loss_n + 1
+                self.unlogged = [self.unlogged[0] + step_loss, self.unlogged[1] + 1]
                 bar.update(step_tokens, step_loss, lr)
                 last = step == cfg.max_steps
                 if (cfg.log_every and step % cfg.log_every == 0) or last:
-                    entry = {"step": step, "loss": loss_sum / loss_n, "lr": lr,
+                    entry = {"step": step, "loss": self.unlogged[0] / self.unlogged[1], "lr": lr,
                              "time_s": round(time.perf_counter() - t0, 3)}
                     self.log.append(entry)
                     bar.write(f"step {step:6d} | loss {entry['loss']:.4f} | lr {lr:.3e}")
-                    loss_sum, loss_n = 0.0, 0
+                    self.unlogged = [0.0, 0]
                 if (cfg.eval_every and step % cfg.eval_every == 0) or last:
                     result = self.evaluate()
                     if result:
