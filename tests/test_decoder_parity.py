@@ -112,8 +112,10 @@ def test_export_round_trip(tmp_path, family):
     with torch.no_grad():
         torch.testing.assert_close(back(ids).logits, hf(ids).logits, atol=ATOL, rtol=1e-4)
     again = zeroformer.load(tmp_path / "out")
-    for (k, v), (k2, v2) in zip(ours.state_dict().items(), again.state_dict().items()):
-        assert k == k2 and torch.equal(v, v2)
+    a, b = ours.state_dict(), again.state_dict()
+    assert list(a) == list(b)     # the same tensors, none missing or extra
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
 
 
 def test_export_our_config_as_gpt2(tmp_path):

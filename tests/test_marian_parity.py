@@ -88,8 +88,10 @@ def test_export_round_trip(tmp_path):
                                         decoder_input_ids=tgt).logits,
                                    ours(src, tgt, src_mask=src_mask), atol=1e-4, rtol=1e-4)
     again = zeroformer.load(tmp_path / "out")
-    for (k, a), (_, b) in zip(ours.state_dict().items(), again.state_dict().items()):
-        assert torch.equal(a, b), k
+    a, b = ours.state_dict(), again.state_dict()
+    assert list(a) == list(b)     # the same tensors, none missing or extra
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
 
 
 def test_convert_cli_to_hf(tmp_path):
