@@ -130,6 +130,27 @@ def test_int4_smollm2_greedy_still_paris():
 
 
 @pytest.mark.slow
+@pytest.mark.data
+def test_int4_smollm2_48_greedy_tokens_equal_fp32():
+    """What the README states for `--int4` (int4 group-32 weights, the output layer re-scoring its
+    top 64 logits with int8 rows): SmolLM2-135M's 48 greedy tokens after "The capital of France
+    is" equal the fp32 model's, all 48 (measured 48/48; also on "Once upon a time," and
+    "def fibonacci(n):"). fp32 itself equals transformers (tests/test_gguf.py)."""
+    from zeroformer import data
+
+    path = data.locate("smollm2")
+    if path is None:
+        pytest.skip("SmolLM2 not fetched (zeroformer data fetch smollm2)")
+    fp32 = zeroformer.load(path).eval()
+    int4 = prepare_inference(copy.deepcopy(fp32), fuse=True, int4=True, int4_head="refine")
+    ids = torch.tensor([fp32.tokenizer.encode("The capital of France is")])
+    a = fp32.generate(ids, max_new_tokens=48, eos_token_id=-1)[0, ids.size(1):].tolist()
+    b = int4.generate(ids, max_new_tokens=48, eos_token_id=-1)[0, ids.size(1):].tolist()
+    assert len(a) == len(b) == 48
+    assert a == b, next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+
+
+@pytest.mark.slow
 def test_compiled_int4_decoding_equals_eager():
     """prepare_inference(compile=True): torch.compile'd forward (dynamic shapes) gives the eager
     int4 model's greedy tokens and logits (to float rounding), over growing cache lengths."""
