@@ -68,7 +68,7 @@ def test_llama_cpp_vectors(name):
     tok = load_tokenizer(path)
     inputs = (d / f"{path.name}.inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
     outputs = (d / f"{path.name}.out").read_text(encoding="utf-8").split("\n")
-    assert len(inputs) > 20
+    assert len(inputs) > 20 and len(inputs) == len(outputs)
     for text, expected in zip(inputs, outputs):
         assert tok.encode(text) == [int(x) for x in expected.split()], text
 
