@@ -13,7 +13,7 @@ from test_tokenizers_texts import TEXTS, random_texts
 from zeroformer.data import locate
 from zeroformer.errors import UserError
 from zeroformer.tokenizers import load_tokenizer
-from zeroformer.tokenizers.bpe import GPT2_PATTERN, BPETokenizer
+from zeroformer.tokenizers.bpe import GPT2_PATTERN, BPETokenizer, spell
 
 URL = "https://openaipublic.blob.core.windows.net/encodings/"
 RANDOM = random_texts(300, seed=18)
@@ -175,6 +175,39 @@ def test_split_pretokenizer_export(tmp_path):
     hf = tokenizers.Tokenizer.from_file(str(tok.save(tmp_path)))
     for text in TEXTS + ["  12 345 a1b22"]:
         assert tok.encode(text) == hf.encode(text).ids, text
+
+
+PREFIX_TEXTS = ["hello world", "goodbye moon 123", "hello again, moon", "a1b22 c333"] * 4
+
+
+@pytest.mark.parametrize("add_prefix_space", [False, True])
+@pytest.mark.parametrize("patterns", [[GPT2_PATTERN], [r"\p{N}", GPT2_PATTERN], [r"\p{L}+"]],
+                         ids=["gpt2", "digits+gpt2", "skipping"])
+def test_training_pretokenizes_like_encoding(patterns, add_prefix_space):
+    """Training counts the pieces encoding cuts (one pre-tokenizer): trained until every piece is
+    one token, each training text encodes to one token per piece, also with add_prefix_space and
+    with a pattern that skips text (kept as pieces)."""
+    tok = BPETokenizer.train(PREFIX_TEXTS, 2000, special_tokens=[], patterns=patterns,
+                             add_prefix_space=add_prefix_space)
+    assert tok.add_prefix_space is add_prefix_space and tok.vocab_size < 2000
+    for text in PREFIX_TEXTS:
+        pieces = tok.pretokenize(text)
+        assert pieces[0].startswith(" ") is add_prefix_space
+        assert tok.encode(text) == [tok.vocab.get(spell(p)) for p in pieces], (text, pieces)
+
+
+@pytest.mark.parametrize("patterns", [[GPT2_PATTERN], [r"\p{N}", GPT2_PATTERN], [r"\p{L}+"]],
+                         ids=["gpt2", "digits+gpt2", "skipping"])
+def test_add_prefix_space_matches_hf(patterns, tmp_path):
+    """Our pre-tokenizer with add_prefix_space = HF's Split(s) + ByteLevel(add_prefix_space) reading
+    the exported file: a space before each piece the splits leave."""
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = BPETokenizer.train(PREFIX_TEXTS, 300, special_tokens=["<|endoftext|>"], patterns=patterns,
+                             add_prefix_space=True)
+    hf = tokenizers.Tokenizer.from_file(str(tok.save(tmp_path)))
+    for text in PREFIX_TEXTS + TEXTS + RANDOM[:50] + [" x", "12<|endoftext|>ab"]:
+        assert tok.encode(text) == hf.encode(text).ids, repr(text)
+    assert tok.encode_ordinary("") == hf.encode("").ids == []
 
 
 def test_bad_files(tmp_path, gpt2_dir):
