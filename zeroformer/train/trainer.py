@@ -22,7 +22,6 @@ the step and the last good checkpoint; nothing is saved after it.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ModelConfig
 from ..errors import UserError
 from ..io import checkpoint as ckpt
 from .config import RESUMABLE_CHANGES, TrainConfig
@@ -128,7 +128,7 @@ class Trainer:
         return self.step
 
     def _check_compatible(self, folder: Path, state: dict) -> None:
-        saved_model = json.loads((folder / ckpt.CONFIG_FILE).read_text())
+        saved_model = ModelConfig.load(folder / ckpt.CONFIG_FILE).to_dict()  # old "extra" read
         now_model = self.model.config.to_dict()
         diff = sorted(k for k in set(saved_model) | set(now_model)
                       if saved_model.get(k) != now_model.get(k))
