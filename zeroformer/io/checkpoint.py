@@ -25,7 +25,6 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from ..config import ModelConfig
 from ..errors import UserError
@@ -84,7 +83,7 @@ def save_checkpoint(model, folder, tokenizer=None, trainer_state=None, optimizer
             tokenizer.save(tmp / TOKENIZER_FILE)
         if optimizer is not None:
             tensors, rest = optimizer_to_flat(optimizer.state_dict())
-            save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={_OPT_META_KEY: json.dumps(rest)})
+            write_safetensors(tmp / OPTIMIZER_FILE, tensors, {_OPT_META_KEY: json.dumps(rest)})
         if extra_tensors:
             write_safetensors(tmp / STATE_TENSORS_FILE, extra_tensors)
         if trainer_state is not None:

@@ -114,6 +114,6 @@ def config_to_hf(cfg: ModelConfig, dtype: str) -> dict:
     return d
 
 
-FAMILY = Family("BERT", config_from_hf, config_to_hf, table,
+FAMILY = Family(config_from_hf, config_to_hf, table,
                 bare=lambda hf: hf["architectures"] == ["BertModel"])
 load, export = FAMILY.load, FAMILY.export

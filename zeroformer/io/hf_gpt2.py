@@ -80,5 +80,5 @@ def config_to_hf(cfg: ModelConfig, dtype: str) -> dict:
     }
 
 
-FAMILY = Family("GPT-2", config_from_hf, config_to_hf, TABLE)
+FAMILY = Family(config_from_hf, config_to_hf, TABLE)
 load, export = FAMILY.load, FAMILY.export

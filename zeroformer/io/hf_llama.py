@@ -71,5 +71,5 @@ def config_to_hf(cfg: ModelConfig, dtype: str) -> dict:
     }
 
 
-FAMILY = Family("LLaMA", config_from_hf, config_to_hf, TABLE)
+FAMILY = Family(config_from_hf, config_to_hf, TABLE)
 load, export = FAMILY.load, FAMILY.export

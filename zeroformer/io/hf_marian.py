@@ -109,5 +109,5 @@ def config_to_hf(cfg: ModelConfig, dtype: str) -> dict:
     }
 
 
-FAMILY = Family("Marian", config_from_hf, config_to_hf, table)
+FAMILY = Family(config_from_hf, config_to_hf, table)
 load, export = FAMILY.load, FAMILY.export

@@ -21,6 +21,7 @@ out)` are the whole Hugging Face importer/exporter for every model_type.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
@@ -108,7 +109,6 @@ class Table:
 class Family:
     """One Hugging Face model_type: config both ways + a table (a Table, or cfg -> Table)."""
 
-    name: str
     config_from_hf: Callable   # (config.json dict, tensor names, source) -> ModelConfig
     config_to_hf: Callable     # (ModelConfig, dtype name) -> config.json dict (raises if not fit)
     table: Table | Callable
@@ -123,9 +123,9 @@ class Family:
         from ..models import build_model
 
         weights = files.find_weights(path)
-        raw = files.read_json(f"{path}/config.json")
+        source = Path(path) / "config.json"
         theirs = files.read_weights(weights)
-        cfg = self.config_from_hf(raw, set(theirs), f"{path}/config.json")
+        cfg = self.config_from_hf(files.read_json(source), set(theirs), source)
         state = self.table_for(cfg).to_ours(theirs, cfg, path)
         model = files.load_strict(build_model(cfg), state, path, dtype)
         files.attach_tokenizer(model, path)
