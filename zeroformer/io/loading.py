@@ -13,13 +13,15 @@ are refused by name (files.py).
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from pathlib import Path
 
 from ..errors import UserError
 from . import files
 from .checkpoint import CONFIG_FILE, latest_checkpoint, load_checkpoint
 
-HF_TYPES = ("gpt2", "llama", "bert", "marian")
+HF_TYPES = sorted(m.name[3:] for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+                  if m.name.startswith("hf_"))  # a family = a module io/hf_<model_type>.py
 
 
 def load_model(path, dtype=None):
