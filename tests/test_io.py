@@ -123,3 +123,24 @@ def test_bert_export_writes_the_tokenizer_transformers_reads(tmp_path):
     text = "The cats sat on the unhappy mat."
     assert ref(text)["input_ids"] == ours.tokenizer.encode(text, add_special_tokens=True)
     assert not hasattr(ours, "hf_source")
+
+
+def test_a_run_saved_with_the_old_extra_field_resumes(tmp_path, capsys):
+    """Runs written before ModelConfig.extra became typed fields (and before TrainConfig.extra)
+    resume: the saved configs are read with the new fields' meaning, not compared raw."""
+    from zeroformer.cli import main
+
+    out = tmp_path / "run"
+    base = ["train", "toy", "--out", str(out), "--progress=false", "--device=cpu", "--n_layer=1",
+            "--batch_size=4", "--seed", "3"]
+    assert main([*base, "--max-steps", "2", "--save-every", "2"]) == 0
+    folder = ckpt.latest_checkpoint(out)
+    raw = json.loads((folder / "config.json").read_text())
+    for k in ("heads", "num_labels", "labels", "share_embeddings"):
+        raw.pop(k)
+    (folder / "config.json").write_text(json.dumps({**raw, "extra": {}}))
+    state = json.loads((folder / "trainer_state.json").read_text())
+    del state["train_config"]["extra"]
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+    assert main([*base, "--resume", "--max-steps", "3"]) == 0, capsys.readouterr().err
+    assert ckpt.latest_checkpoint(out).name == "step-00000003"

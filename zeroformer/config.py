@@ -11,6 +11,11 @@ GPT-2, LLaMA, BERT, Marian and the 2017 Transformer differ only in the fields be
 | activation/gated | relu (swish) / no | gelu / no       | gelu_tanh / no  | silu / yes (SwiGLU)|
 | bias             | yes               | yes             | yes             | no                |
 | n_kv_head        | = n_head          | = n_head        | = n_head        | < n_head (GQA)    |
+| share_embeddings | yes (src = tgt E) | -               | -               | -                 |
+| heads, labels    | -                 | mlm, nsp, ...   | -               | -                 |
+
+Only the model lives here: training inputs (data paths, the model to start from, recipe options)
+are `TrainConfig` fields, saved in a run's trainer_state.json, never in config.json.
 """
 
 from __future__ import annotations
