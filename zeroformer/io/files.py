@@ -88,8 +88,8 @@ def safetensors_header(path) -> dict:
             header = json.loads(f.read(n))
         except ValueError as e:
             raise bad(f"header is not JSON: {e}") from None
-    if not isinstance(header, dict):
-        raise bad("header is not a JSON object")
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
+        raise bad("header is not a JSON object of tensors (and string metadata)")
     data = size - 8 - n
     for name, info in header.items():
         if name == "__metadata__":

@@ -21,8 +21,8 @@ out)` are the whole Hugging Face importer/exporter for every model_type.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 from ..errors import UserError
@@ -122,11 +122,10 @@ class Family:
         when the folder has a tokenizer we read."""
         from ..models import build_model
 
-        weights = files.find_weights(path)
-        source = Path(path) / "config.json"
-        theirs = files.read_weights(weights)
-        cfg = self.config_from_hf(files.read_json(source), set(theirs), source)
-        state = self.table_for(cfg).to_ours(theirs, cfg, path)
+        weights, source = files.find_weights(path), Path(path) / "config.json"
+        names = {n for f in weights for n in files.safetensors_header(f) if n != "__metadata__"}
+        cfg = self.config_from_hf(files.read_json(source), names, source)  # before any tensor
+        state = self.table_for(cfg).to_ours(files.read_weights(weights), cfg, path)
         model = files.load_strict(build_model(cfg), state, path, dtype)
         files.attach_tokenizer(model, path)
         return model
