@@ -161,9 +161,9 @@ def test_mean_pool_ignores_padding():
     _close(n.norm(dim=-1), torch.ones(2), 1e-6)
 
 
-def _count(name, **extra):
+def _count(name, **over):
     with torch.device("meta"):
-        m = Bert(preset(name, extra=extra))
+        m = Bert(preset(name, **over))
     return sum(p.numel() for p in m.parameters())
 
 

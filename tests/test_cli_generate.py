@@ -226,8 +226,15 @@ def test_finetune_recipe_sft_through_cli(tiny, tmp_path, capsys):
     losses = [float(line.split("loss")[1].split("|")[0]) for line in (cap.out + cap.err)
               .splitlines() if "| loss" in line]
     assert len(losses) == 2 and losses[1] < losses[0]
-    tuned = zeroformer.load(tmp_path / "run")
-    assert tuned.config.extra["lm_weight"] == 0.2
+    from zeroformer.io.checkpoint import CONFIG_FILE, latest_checkpoint, load_trainer_state
+
+    folder = latest_checkpoint(tmp_path / "run")
+    state, _ = load_trainer_state(folder)
+    assert state["train_config"]["extra"] == {"lm_weight": 0.2}
+    assert state["train_config"]["data"] == str(data)
+    saved = json.loads((folder / CONFIG_FILE).read_text())  # training inputs stay out of the model
+    assert "extra" not in saved and str(data) not in json.dumps(saved)
+    assert zeroformer.load(tmp_path / "run").config == zeroformer.load(folder).config
 
 
 def test_finetune_needs_init_and_data(tmp_path, capsys):

@@ -39,7 +39,7 @@ def test_shapes_and_tied_shared_embeddings():
     src, mask = src_batch()
     tgt = torch.randint(2, V, (3, 5))
     assert m(src, tgt, src_mask=mask).shape == (3, 5, V)
-    u = small(tie_embeddings=False, extra={"share_embeddings": False})
+    u = small(tie_embeddings=False, share_embeddings=False)
     assert u.tgt_embed is not None and u.lm_head.weight is not u.tgt_embed.tok.weight
 
 
@@ -121,7 +121,7 @@ def test_empty_source_is_finite():
 def test_checkpoint_round_trip(tmp_path):
     from zeroformer.io.checkpoint import save_checkpoint
 
-    m = small(extra={"share_embeddings": False})
+    m = small(share_embeddings=False)
     save_checkpoint(m, tmp_path / "ck")
     back = zeroformer.load(tmp_path / "ck")
     src, mask = src_batch()
