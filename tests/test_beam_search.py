@@ -76,17 +76,6 @@ def test_one_beam_equals_greedy():
     assert direct.tolist() == greedy.tolist()
 
 
-def test_beam_output_ends_at_eos_and_is_padded():
-    m = model(vocab=8, seed=5)
-    src = torch.randint(2, 8, (3, 6), generator=torch.Generator().manual_seed(1))
-    out = m.generate(src, 15, num_beams=3)
-    for row in out.tolist():
-        body = row[1:]
-        if EOS in body:
-            k = body.index(EOS)
-            assert all(t == PAD for t in body[k + 1:])
-
-
 def test_finished_sentences_leave_the_batch_and_results_do_not_change():
     from zeroformer.generate import beam_search
 
@@ -139,17 +128,21 @@ def test_beams_sharing_one_memory_row_equal_a_copy_per_beam(use_cache):
 
 
 class ScriptedSession:
-    """A session whose next-token probabilities are a table keyed by the row's prefix."""
+    """A session whose next-token probabilities are a table keyed by the row's prefix (the prompt
+    included); `default(prefix)` gives them for a prefix not in the table (else all 1e-6)."""
 
-    def __init__(self, table, rows):
-        self.table, self.prefix = table, [()] * rows
+    def __init__(self, table, rows, default=None):
+        self.table, self.prefix, self.default = table, [()] * rows, default
 
     def step(self, ids, attention_mask=None):
         self.prefix = [p + tuple(r) for p, r in zip(self.prefix, ids.tolist())]
-        out = torch.full((len(self.prefix), V), 1e-6)
-        for i, p in enumerate(self.prefix):
-            for tok, prob in self.table.get(p[1:], {}).items():
-                out[i, tok] = prob
+        return torch.stack([self.logits(p) for p in self.prefix])
+
+    def logits(self, prefix):
+        out = torch.full((V,), 1e-6)
+        probs = self.table.get(prefix) or (self.default(prefix) if self.default else {})
+        for tok, prob in probs.items():
+            out[tok] = prob
         return out.log()
 
     def reorder(self, index):
@@ -167,8 +160,55 @@ def test_an_eos_ranked_below_the_beam_width_does_not_finish_a_hypothesis():
              (3,): {EOS: 0.55, 4: 0.3, 2: 0.075, 3: 0.075},
              (2, 4): {2: 0.26, 3: 0.25, 4: 0.245, PAD: 0.2438, EOS: 0.0012},
              (2, 4, 2): {EOS: 0.99}}
+    table = {(PAD,) + prefix: probs for prefix, probs in table.items()}
     from zeroformer.generate import beam_search
 
     out = beam_search(lambda n: ScriptedSession(table, n), torch.tensor([[PAD]]), 6, num_beams=2,
                       eos_token_id=EOS, pad_token_id=PAD, length_penalty=1.0)
     assert out[0].tolist()[:5] == [PAD, 2, 4, 2, EOS]
+
+
+def scripted_score(session, prompt, hyp, alpha):
+    """sum log softmax(scripted logits) over hyp / len(hyp)^alpha."""
+    total = 0.0
+    for t, tok in enumerate(hyp):
+        total += session.logits(tuple(prompt) + tuple(hyp[:t])).log_softmax(-1)[tok].item()
+    return total / len(hyp) ** alpha
+
+
+def test_beam_output_ends_at_eos_and_is_padded():
+    """Three prompts whose best hypotheses end at different steps: (2) -> "3 </s>" (2 tokens),
+    (3) -> "4 2 3 </s>" (4 tokens), (4) -> never EOS ("2" six times, the length limit). Each row
+    is the prompt, its hypothesis up to and including EOS, then padding to the batch's width; and
+    each is the best of every hypothesis (brute force over the same distribution)."""
+    table = {(2,): {3: 0.8, 4: 0.15, EOS: 0.05}, (2, 3): {EOS: 0.9, 4: 0.1},
+             (3,): {4: 0.85, 2: 0.1, EOS: 0.05}, (3, 4): {2: 0.9, EOS: 0.1},
+             (3, 4, 2): {3: 0.9, EOS: 0.1}, (3, 4, 2, 3): {EOS: 0.95, 2: 0.05}}
+
+    def default(prefix):  # the third prompt (and any unscripted prefix): EOS nearly impossible
+        return {2: 0.7, 3: 0.2, 4: 0.0999, EOS: 1e-4}
+
+    from zeroformer.generate import beam_search
+
+    prompt = torch.tensor([[2], [3], [4]])
+    sessions = []
+
+    def new_session(n):
+        sessions.append(ScriptedSession(table, n, default))
+        return sessions[-1]
+
+    max_new, alpha = 6, 1.0
+    out = beam_search(new_session, prompt, max_new, num_beams=2, eos_token_id=EOS,
+                      pad_token_id=PAD, length_penalty=alpha)
+    assert out.tolist() == [[2, 3, EOS, PAD, PAD, PAD, PAD],
+                            [3, 4, 2, 3, EOS, PAD, PAD],
+                            [4, 2, 2, 2, 2, 2, 2]]
+    ref = ScriptedSession(table, 1, default)
+    words = [t for t in range(1, V) if t != EOS]   # PAD (0) has probability ~1e-6 everywhere
+    for row in out.tolist():
+        body = [t for t in row[1:] if t != PAD]
+        got = scripted_score(ref, row[:1], body, alpha)
+        best = max(scripted_score(ref, row[:1], list(b) + [last], alpha)
+                   for n in range(1, max_new + 1) for b in itertools.product(words, repeat=n - 1)
+                   for last in ([EOS] + (words if n == max_new else [])))
+        assert got == pytest.approx(best, abs=1e-6), row

@@ -102,6 +102,34 @@ def test_token_classification_equal(tmp_path):
     _close(got[mask.bool()], want[mask.bool()])
 
 
+@pytest.mark.parametrize("b,t,pad", [(1, 1, False), (1, 40, False), (2, 3, True), (5, 17, True),
+                                     (4, 40, True)])
+def test_pretraining_model_equal_at_several_shapes(tmp_path, b, t, pad):
+    """BertForPreTraining (encoder, MLM, NSP, pooler) at batch sizes 1-5 and lengths 1 to the
+    maximum position (40), with rows right-padded to different lengths (one of them length 1)
+    and random segment boundaries (token_type_ids)."""
+    ref = _save(transformers.BertForPreTraining, tmp_path)
+    ours = zeroformer.load(tmp_path)
+    g = torch.Generator().manual_seed(b * 100 + t)
+    ids = torch.randint(1, SMALL["vocab_size"], (b, t), generator=g)
+    lengths = torch.randint(1, t + 1, (b,), generator=g) if pad else torch.full((b,), t)
+    if pad:
+        lengths[0], lengths[-1] = t, 1   # a full row and a one-token row
+    mask = (torch.arange(t)[None, :] < lengths[:, None]).long()
+    cut = torch.randint(0, t + 1, (b, 1), generator=g)  # segment B starts at `cut`
+    types = ((torch.arange(t)[None, :] >= cut) & mask.bool()).long()
+    ids[mask == 0] = 0
+    with torch.no_grad():
+        out = ref(input_ids=ids, attention_mask=mask, token_type_ids=types)
+        h = ours.encode(ids, mask, types)
+        real = mask.bool()
+        _close(ours.mlm_logits(h)[real], out.prediction_logits[real])
+        _close(ours.nsp_logits(h), out.seq_relationship_logits)
+        base = ref.bert(input_ids=ids, attention_mask=mask, token_type_ids=types)
+        _close(h[real], base.last_hidden_state[real])
+        _close(ours.pool(h), base.pooler_output)
+
+
 @pytest.mark.parametrize("cls", ["BertModel", "BertForMaskedLM", "BertForPreTraining",
                                  "BertForSequenceClassification"])
 def test_export_loads_in_transformers(tmp_path, cls):
@@ -133,9 +161,9 @@ def test_mean_pool_ignores_padding():
     _close(n.norm(dim=-1), torch.ones(2), 1e-6)
 
 
-def _count(name, **extra):
+def _count(name, **over):
     with torch.device("meta"):
-        m = Bert(preset(name, extra=extra))
+        m = Bert(preset(name, **over))
     return sum(p.numel() for p in m.parameters())
 
 

@@ -22,7 +22,7 @@ def _tiny(heads, vocab):
     return ModelConfig(arch="encoder", vocab_size=vocab, n_layer=2, d_model=32, n_head=4, d_ff=64,
                        max_seq_len=48, prenorm=False, final_norm=False, embed_norm=True,
                        type_vocab_size=2, norm_eps=1e-12, pad_token_id=0, dropout=0.0,
-                       attn_dropout=0.0, extra={"heads": heads})
+                       attn_dropout=0.0, heads=heads)
 
 
 @pytest.fixture(scope="module")

@@ -71,9 +71,12 @@ def test_causal_block_never_sees_the_future():
 
 def test_dropout_is_inverted():
     block = TransformerBlock(ModelConfig(d_model=16, n_head=2, d_ff=32, dropout=0.5), causal=True)
+    same = TransformerBlock(ModelConfig(d_model=16, n_head=2, d_ff=32, dropout=0.0), causal=True)
+    same.load_state_dict(block.state_dict())
     x = torch.randn(1, 4, 16)
     block.eval()
-    assert torch.equal(block(x), block(x))   # identity at inference
+    assert torch.equal(block.dropout(x), x)   # identity at inference: y = x
+    assert torch.equal(block(x), same.eval()(x))  # the block as if it had no dropout at all
     drop = block.dropout.train()
     y = drop(torch.ones(10000))
     assert set(y.unique().tolist()) <= {0.0, 2.0}  # kept values scaled by 1/(1-p)

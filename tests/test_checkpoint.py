@@ -168,7 +168,7 @@ def test_truncated_model_safetensors_is_refused(tmp_path, capsys, damage):
     weights = tmp_path / "c" / "model.safetensors"
     damage(weights)
     for path in (tmp_path / "c", weights):
-        with pytest.raises(UserError, match="model.safetensors: not a readable safetensors"):
+        with pytest.raises(UserError, match="model.safetensors: not a (valid|readable) safetensors"):
             zeroformer.load(path)
     assert main(["generate", "--model", str(tmp_path / "c"), "--prompt", "hi"]) == 2
     err = capsys.readouterr().err
@@ -182,7 +182,7 @@ def test_truncated_hf_folder_is_refused(tmp_path):
     weights = tmp_path / "hf" / "model.safetensors"
     zeroformer.load(tmp_path / "hf")  # whole, it loads
     _cut(weights, weights.stat().st_size - 1)
-    with pytest.raises(UserError, match="model.safetensors: not a readable safetensors"):
+    with pytest.raises(UserError, match="model.safetensors: not a (valid|readable) safetensors"):
         zeroformer.load(tmp_path / "hf")
 
 

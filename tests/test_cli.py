@@ -72,9 +72,9 @@ def test_overrides_are_typed():
     model, train = parse_overrides(["--n_layer=3", "--dropout=0.25", "--bias=false",
                                     "--n-kv-head=none", "--extra={\"a\": 1}", "--lr=3e-4",
                                     "--progress=0", "--dtype=bf16", "--batch-size=4"])
-    assert model == {"n_layer": 3, "dropout": 0.25, "bias": False, "n_kv_head": None,
-                     "extra": {"a": 1}}
-    assert train == {"lr": 3e-4, "progress": False, "dtype": "bf16", "batch_size": 4}
+    assert model == {"n_layer": 3, "dropout": 0.25, "bias": False, "n_kv_head": None}
+    assert train == {"lr": 3e-4, "progress": False, "dtype": "bf16", "batch_size": 4,
+                     "extra": {"a": 1}}  # recipe options: the run's trainer state, not the model
 
 
 def test_train_overrides_reach_the_checkpoint_and_resume_rules(tmp_path, capsys):

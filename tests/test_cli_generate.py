@@ -115,6 +115,57 @@ def test_eval_ppl_windows_count_each_token_once(tiny, tmp_path, capsys):
     assert abs(a - b) < 1e-3 * abs(b)
 
 
+def _hf_strided_nll(hf, ids, max_length, stride):
+    """transformers' documented strided perplexity ("Perplexity of fixed-length models"): windows
+    of max_length start every stride tokens; each scores only the tokens after the previous
+    window's end (labels -100 before them). -> (n_scored, total_nll_nats)."""
+    ids = torch.tensor([ids])
+    seq_len, prev_end, total, count = ids.size(1), 0, 0.0, 0
+    for begin in range(0, seq_len, stride):
+        end = min(begin + max_length, seq_len)
+        trg_len = end - prev_end
+        x = ids[:, begin:end]
+        labels = x.clone()
+        labels[:, :-trg_len] = -100
+        with torch.no_grad():
+            loss = hf(x, labels=labels).loss       # mean over the shifted labels that count
+        n = int((labels[:, 1:] != -100).sum())
+        total, count = total + loss.item() * n, count + n
+        prev_end = end
+        if end == seq_len:
+            break
+    return count, total
+
+
+@pytest.mark.parametrize("context,stride,hf_stride", [(16, 5, 5), (8, 1, 1), (12, 7, 7),
+                                                      (16, 16, 15), (48, 48, 47)])
+def test_eval_ppl_strided_equals_transformers_procedure(tmp_path, context, stride, hf_stride):
+    """Our windows on a random HF GPT-2 checkpoint give the NLL of transformers' documented
+    strided procedure on the same model, to float rounding. Back-to-back windows (stride =
+    context) overlap by one token in ours so that every token after the first is scored; that is
+    the documented procedure with stride = context - 1."""
+    transformers = pytest.importorskip("transformers")
+    from zeroformer.inference.perplexity import perplexity
+
+    cfg = transformers.GPT2Config(vocab_size=101, n_positions=48, n_embd=32, n_layer=2, n_head=4,
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():  # a model whose NLL depends on the history it sees
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    hf.save_pretrained(tmp_path)
+    ours = zeroformer.load(tmp_path)
+    ids = torch.randint(0, 101, (103,), generator=torch.Generator().manual_seed(2)).tolist()
+    n, nll = perplexity(ours, ids, context, stride, batch_size=3)
+    n_ref, nll_ref = _hf_strided_nll(hf, ids, context, hf_stride)
+    assert n == n_ref == len(ids) - 1
+    assert nll == pytest.approx(nll_ref, rel=1e-5)
+    if context < 48:  # a different window (less history per token) gives a different figure
+        _, full = _hf_strided_nll(hf, ids, 48, 47)
+        assert abs(nll - full) > 1e-3 * abs(full)
+
+
 def test_chat_smollm2_two_turns(monkeypatch, capsys):
     from zeroformer import data
 
@@ -175,8 +226,15 @@ def test_finetune_recipe_sft_through_cli(tiny, tmp_path, capsys):
     losses = [float(line.split("loss")[1].split("|")[0]) for line in (cap.out + cap.err)
               .splitlines() if "| loss" in line]
     assert len(losses) == 2 and losses[1] < losses[0]
-    tuned = zeroformer.load(tmp_path / "run")
-    assert tuned.config.extra["lm_weight"] == 0.2
+    from zeroformer.io.checkpoint import CONFIG_FILE, latest_checkpoint, load_trainer_state
+
+    folder = latest_checkpoint(tmp_path / "run")
+    state, _ = load_trainer_state(folder)
+    assert state["train_config"]["extra"] == {"lm_weight": 0.2}
+    assert state["train_config"]["data"] == str(data)
+    saved = json.loads((folder / CONFIG_FILE).read_text())  # training inputs stay out of the model
+    assert "extra" not in saved and str(data) not in json.dumps(saved)
+    assert zeroformer.load(tmp_path / "run").config == zeroformer.load(folder).config
 
 
 def test_finetune_needs_init_and_data(tmp_path, capsys):

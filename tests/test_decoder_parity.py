@@ -99,6 +99,50 @@ def test_left_padded_batch(tmp_path, family):
         torch.testing.assert_close(a[1, -n:], alone[0], atol=ATOL, rtol=1e-4)
 
 
+def _until_eos(row, eos):
+    """A generated continuation up to and including its first EOS (what follows is padding)."""
+    return row[: row.index(eos) + 1] if eos in row else row
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("eos_bias", [0.0, 2.0])
+def test_beam_search_equals_transformers(tmp_path, family, eos_bias):
+    """4 beams on a left-padded batch of 3 prompts, 3 random models: our output equals
+    transformers' generate(num_beams=4, do_sample=False, early_stopping=False, length_penalty=1.0)
+    token for token up to EOS. eos_bias > 0 pushes the EOS logit up so that hypotheses end at
+    varied lengths (and sentences leave the batch early); at 0 they run to the length limit."""
+    eos, n_eos = 5, 0
+    for seed in range(3):
+        folder = tmp_path / str(seed)
+        hf, _ = (make_gpt2 if family == "gpt2" else make_llama)(folder, seed=seed)
+        with torch.no_grad():  # logit_EOS += eos_bias * 3 |final-norm direction|
+            if family == "gpt2":
+                b = hf.transformer.ln_f.bias
+                hf.transformer.wte.weight[eos] += eos_bias * 3 * b / b.norm()
+            else:
+                w = hf.model.norm.weight
+                hf.lm_head.weight[eos] += eos_bias * 3 * w / w.norm()
+        hf.save_pretrained(folder)
+        ours = zeroformer.load(folder)
+        ids, mask = _left_padded(ours.config.vocab_size)
+        ids[ids == eos] = 7
+        with torch.no_grad():
+            ref = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, num_beams=4,
+                              do_sample=False, early_stopping=False, length_penalty=1.0,
+                              eos_token_id=eos, pad_token_id=0)
+        got = ours.generate(ids, 10, num_beams=4, attention_mask=mask, eos_token_id=eos,
+                            pad_token_id=0)
+        assert len(got) == len(ref) == 3
+        t = ids.size(1)
+        for i, (a, b) in enumerate(zip(got.tolist(), ref.tolist())):
+            a, b = _until_eos(a[t:], eos), _until_eos(b[t:], eos)
+            assert a == b, (seed, i)
+            assert got[i, t + len(a):].eq(0).all()   # then padding
+            n_eos += eos in a
+    if eos_bias:
+        assert n_eos >= 4, n_eos
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_export_round_trip(tmp_path, family):
     """What we save with export(), transformers loads and computes the same logits with."""
@@ -112,8 +156,10 @@ def test_export_round_trip(tmp_path, family):
     with torch.no_grad():
         torch.testing.assert_close(back(ids).logits, hf(ids).logits, atol=ATOL, rtol=1e-4)
     again = zeroformer.load(tmp_path / "out")
-    for (k, v), (k2, v2) in zip(ours.state_dict().items(), again.state_dict().items()):
-        assert k == k2 and torch.equal(v, v2)
+    a, b = ours.state_dict(), again.state_dict()
+    assert list(a) == list(b)     # the same tensors, none missing or extra
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
 
 
 def test_export_our_config_as_gpt2(tmp_path):

@@ -1,5 +1,7 @@
 """The encoder-decoder model: masks, caching, padding, shared/tied embeddings, checkpoints."""
 
+import math
+
 import pytest
 import torch
 
@@ -37,7 +39,7 @@ def test_shapes_and_tied_shared_embeddings():
     src, mask = src_batch()
     tgt = torch.randint(2, V, (3, 5))
     assert m(src, tgt, src_mask=mask).shape == (3, 5, V)
-    u = small(tie_embeddings=False, extra={"share_embeddings": False})
+    u = small(tie_embeddings=False, share_embeddings=False)
     assert u.tgt_embed is not None and u.lm_head.weight is not u.tgt_embed.tok.weight
 
 
@@ -119,7 +121,7 @@ def test_empty_source_is_finite():
 def test_checkpoint_round_trip(tmp_path):
     from zeroformer.io.checkpoint import save_checkpoint
 
-    m = small(extra={"share_embeddings": False})
+    m = small(share_embeddings=False)
     save_checkpoint(m, tmp_path / "ck")
     back = zeroformer.load(tmp_path / "ck")
     src, mask = src_batch()
@@ -142,3 +144,22 @@ def test_paper_preset_defaults(layout):
     cfg = zeroformer.preset("transformer-base", sinusoidal_layout=layout)
     assert (cfg.n_layer, cfg.n_encoder_layer, cfg.d_model, cfg.n_head, cfg.d_ff) == (6, 6, 512, 8, 2048)
     assert cfg.prenorm is False and cfg.scale_embeddings and cfg.dropout == 0.1
+    assert cfg.sinusoidal_layout == layout
+    # the model built from it stores PE(pos, 2i) = sin, PE(pos, 2i+1) = cos (section 3.5) where the
+    # layout says: interleaved (sin, cos, sin, cos, ...) or split (all sines, then all cosines)
+    from zeroformer.nn.positions import SinusoidalPositionalEncoding
+
+    with torch.device("meta"):
+        shapes = build_model(cfg)
+    assert any(isinstance(m, SinusoidalPositionalEncoding) for m in shapes.modules())
+    m = small(sinusoidal_layout=layout, d_model=8, n_head=2)
+    tables = [mod.table for mod in m.modules() if isinstance(mod, SinusoidalPositionalEncoding)]
+    assert tables
+    d, half = 8, 4
+    for table in tables:
+        for pos in (0, 1, 5, 63):
+            for i in range(half):
+                angle = pos / 10000 ** (2 * i / d)
+                s_col, c_col = (2 * i, 2 * i + 1) if layout == "interleaved" else (i, half + i)
+                assert table[pos, s_col].item() == pytest.approx(math.sin(angle), abs=1e-6)
+                assert table[pos, c_col].item() == pytest.approx(math.cos(angle), abs=1e-6)

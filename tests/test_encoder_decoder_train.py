@@ -2,7 +2,6 @@
 the one trainer: the model learns to reverse digit strings (translated with
 zeroformer/inference/translation.py)."""
 
-import pytest
 import torch
 
 import zeroformer

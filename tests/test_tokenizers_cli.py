@@ -28,8 +28,17 @@ def test_train_then_tokenize(tmp_path, corpus, capsys, algo, size):
     assert main(["tokenize", "--tokenizer", str(out), "to be or not"]) == 0
     printed = capsys.readouterr().out.split()
     assert [int(x) for x in printed] == tok.encode("to be or not")
-    assert main(["tokenize", "-t", str(out), "--pieces", "question"]) == 0
-    assert capsys.readouterr().out.strip()
+    text = "question: to be"
+    assert main(["tokenize", "-t", str(out), "--pieces", "--special", text, "be"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [_pieces_line(tok, text), _pieces_line(tok, "be")]
+
+
+def _pieces_line(tok, text):
+    """What `tokenize --pieces --special` promises: the vocabulary strings of the ids, with the
+    special tokens added, space-separated; a piece holding a space (or empty) is quoted (repr)."""
+    pieces = [tok.id_to_token(i) for i in tok.encode(text, add_special_tokens=True)]
+    return " ".join(repr(p) if " " in p or not p else p for p in pieces)
 
 
 def test_tokenize_real_gpt2(capsys):

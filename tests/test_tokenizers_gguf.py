@@ -1,5 +1,7 @@
-"""Tokenizers read from GGUF metadata: SmolLM2 vs transformers reading the same file, and
-llama.cpp's own expected-id vectors (ggml-vocab-*.gguf + .inp/.out)."""
+"""Tokenizers read from GGUF metadata: SmolLM2 vs transformers reading the same file (ids and the
+chat template rendered), and llama.cpp's own expected-id vectors (ggml-vocab-*.gguf + .inp/.out)."""
+
+import copy
 
 import pytest
 
@@ -8,6 +10,32 @@ from zeroformer.data import locate
 from zeroformer.errors import UserError
 from zeroformer.tokenizers import load_tokenizer
 
+SYS, USER, BOT = "system", "user", "assistant"
+CONVERSATIONS = [
+    [(USER, "What is 2+2?")],
+    [(SYS, "Be brief."), (USER, "What is 2+2?")],
+    [(USER, "Hi"), (BOT, "Hello! How can I help?"), (USER, "Tell me a joke.")],
+    [(SYS, "You answer in French."), (USER, "Hello"), (BOT, "Bonjour !"), (USER, "Thanks\n\nbye"),
+     (BOT, "De rien."), (USER, "  spaces  ")],
+    [(USER, "naïve 日本語 🎉 <|im_end|> {{ not jinja }} {% raw %}"), (BOT, "")],
+]
+# A template using what SmolLM2's does not: whitespace control (trim_blocks / lstrip_blocks),
+# bos/eos variables, filters, loop variables, raise_exception.
+LAYOUT_TEMPLATE = """{{ bos_token }}
+{% for m in messages %}
+    {% if m['role'] == 'system' %}
+<<SYS>> {{ m['content'] | trim }} <</SYS>>
+    {% elif m['role'] == 'user' %}
+[USER {{ loop.index }}] {{ m['content'] }}
+    {% elif m['role'] == 'assistant' %}
+  [BOT] {{- m['content'] -}} {{ eos_token }}
+    {% else %}
+{{ raise_exception('unknown role ' + m['role']) }}
+    {% endif %}
+{% endfor %}
+{% if add_generation_prompt %}
+[BOT]
+{%- endif %}"""
 CHAT = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
 
 
@@ -46,6 +74,36 @@ def test_smollm2_matches_transformers(smollm2, smollm2_hf, text):
     assert smollm2.decode(ids) == smollm2_hf.decode(ids)
 
 
+@pytest.mark.parametrize("turns", CONVERSATIONS)
+def test_chat_template_matches_transformers(smollm2, smollm2_hf, turns):
+    """The prompt `zeroformer chat` renders (SmolLM2's ChatML template from the GGUF, with the
+    assistant's turn opened) = transformers' apply_chat_template on the same file; also for a
+    template with whitespace control and bos/eos variables."""
+    from zeroformer.inference.chat import render
+
+    messages = [{"role": r, "content": c} for r, c in turns]
+    ref = smollm2_hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert render(smollm2, messages) == ref
+    assert smollm2.encode(ref) == smollm2_hf.encode(ref, add_special_tokens=False)
+    other = copy.copy(smollm2)
+    other.chat_template = LAYOUT_TEMPLATE
+    assert render(other, messages) == smollm2_hf.apply_chat_template(
+        messages, chat_template=LAYOUT_TEMPLATE, tokenize=False, add_generation_prompt=True)
+
+
+def test_chat_template_raise_exception(smollm2, smollm2_hf):
+    """A template's raise_exception: transformers raises, ours is a user error with the message."""
+    from zeroformer.inference.chat import render
+
+    other = copy.copy(smollm2)
+    other.chat_template = LAYOUT_TEMPLATE
+    messages = [{"role": "tool", "content": "x"}]
+    with pytest.raises(Exception, match="unknown role tool"):
+        smollm2_hf.apply_chat_template(messages, chat_template=LAYOUT_TEMPLATE, tokenize=False)
+    with pytest.raises(UserError, match="unknown role tool"):
+        render(other, messages)
+
+
 def test_smollm2_digits_split_like_its_tokenizer_json(smollm2, smollm2_hf):
     """SmolLM2's own tokenizer.json (and llama.cpp's "smollm" pre-tokenizer) split every digit
     first; transformers' GGUF reader does not add that step, so compare with it added."""
@@ -68,7 +126,7 @@ def test_llama_cpp_vectors(name):
     tok = load_tokenizer(path)
     inputs = (d / f"{path.name}.inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
     outputs = (d / f"{path.name}.out").read_text(encoding="utf-8").split("\n")
-    assert len(inputs) > 20
+    assert len(inputs) > 20 and len(inputs) == len(outputs)
     for text, expected in zip(inputs, outputs):
         assert tok.encode(text) == [int(x) for x in expected.split()], text
 

@@ -1,13 +1,14 @@
 """WordPiece: parity with transformers' BertTokenizerFast on the real MiniLM (bert-base-uncased)
-vocabulary, pairs and token type ids, HF export, training by the likelihood score."""
+vocabulary (encode and decode), pairs and token type ids, HF export, training by the likelihood score."""
 
+import random
 import unicodedata
 from collections import Counter
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from test_tokenizers_texts import TEXTS
+from test_tokenizers_texts import TEXTS, random_texts
 from zeroformer.data import locate
 from zeroformer.errors import UserError
 from zeroformer.tokenizers import load_tokenizer
@@ -83,8 +84,46 @@ def test_tokenizer_json_and_folder_agree(ours, minilm_dir):
         assert isinstance(tok, WordPieceTokenizer) and tok.vocab_size == 30522
         for text in TEXTS:
             assert tok.encode(text, add_special_tokens=True) == ours.encode(text, add_special_tokens=True)
-    assert ours.decode(ours.encode("Hello, world!", add_special_tokens=True),
-                       skip_special_tokens=True) == "hello , world !"
+
+
+DECODE_TEXTS = ["Hello, world!", "Is it? Yes! No. a,b", "don't I'm it's we've they're I'll",
+                "' quoted ' and \"double\"", "unaffable puppeteers, hugging", "[SEP] inside [MASK]."]
+
+
+def _decode_cases(bert):
+    """Id lists: real encodings (with [CLS]/[SEP], pairs, [UNK]) and random id sequences."""
+    texts = TEXTS + EXTRA + DECODE_TEXTS + random_texts(150, seed=11)
+    cases = [bert(t)["input_ids"] for t in texts] + [bert(a, b)["input_ids"] for a, b in PAIRS]
+    r = random.Random(11)
+    return cases + [[r.randrange(len(bert)) for _ in range(r.randint(1, 12))] for _ in range(200)]
+
+
+def test_decode_matches_bert_fast(minilm_dir, ours, bert):
+    """HF's WordPiece decoder (prefix "##", cleanup as MiniLM's tokenizer.json declares), read from
+    vocab.txt and from tokenizer.json. transformers >= 5 adds no second clean-up by default."""
+    from_json = load_tokenizer(minilm_dir / "tokenizer.json")
+    backend = bert.backend_tokenizer
+    for ids in _decode_cases(bert):
+        for skip in (False, True):
+            ref = backend.decode(ids, skip_special_tokens=skip)
+            assert bert.decode(ids, skip_special_tokens=skip, clean_up_tokenization_spaces=False) == ref
+            assert ours.decode(ids, skip_special_tokens=skip) == ref, ids
+            assert from_json.decode(ids, skip_special_tokens=skip) == ref, ids
+
+
+def test_decode_cleanup_rules_match_hf_decoder():
+    """Every clean-up rule of HF's WordPiece decoder, on a vocabulary holding the tokens each rule
+    rewrites (BERT's own has no "'s" or "n't" tokens), with and without cleanup."""
+    decoders = pytest.importorskip("tokenizers.decoders")
+    words = ["[UNK]", "a", "do", "not", "do not", "'", "'s", "'ve", "'re", "'m", "n't", "x n't", ".",
+             "?", "!", ",", "##s", "##.", "##,", "## '", " ,", "##"]
+    r = random.Random(5)
+    for cleanup in (True, False):
+        tok = WordPieceTokenizer({w: i for i, w in enumerate(words)}, cleanup=cleanup)
+        ref = decoders.WordPiece(prefix="##", cleanup=cleanup)
+        for _ in range(400):
+            ids = [r.randrange(len(words)) for _ in range(r.randint(1, 8))]
+            assert tok.decode(ids) == ref.decode([words[i] for i in ids]), [words[i] for i in ids]
 
 
 @pytest.mark.parametrize("lowercase", [True, False])

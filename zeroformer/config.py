@@ -11,13 +11,19 @@ GPT-2, LLaMA, BERT, Marian and the 2017 Transformer differ only in the fields be
 | activation/gated | relu (swish) / no | gelu / no       | gelu_tanh / no  | silu / yes (SwiGLU)|
 | bias             | yes               | yes             | yes             | no                |
 | n_kv_head        | = n_head          | = n_head        | = n_head        | < n_head (GQA)    |
+| share_embeddings | yes (src = tgt E) | -               | -               | -                 |
+| heads, labels    | -                 | mlm, nsp, ...   | -               | -                 |
+
+Only the model lives here: training inputs (data paths, the model to start from, recipe options)
+are `TrainConfig` fields, saved in a run's trainer_state.json, never in config.json.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
@@ -26,6 +32,7 @@ ARCHS = ("decoder", "encoder", "encoder_decoder")
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
+LEGACY_EXTRA = ("heads", "num_labels", "labels", "share_embeddings")  # once ModelConfig.extra[...]
 
 
 class DataclassJSON:
@@ -81,9 +88,16 @@ class ModelConfig(DataclassJSON):
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     decoder_start_token_id: int | None = None
-    extra: dict = field(default_factory=dict)  # family-specific extras (heads, labels, ...)
+    share_embeddings: bool = True   # encoder_decoder: one embedding table for source and target
+    heads: list[str] | None = None  # BERT heads (models/bert.py HEADS); None = encoder + pooler
+    num_labels: int = 2             # classes of BERT's "classify" / "tokens" heads
+    labels: list[str] | None = None  # their names, index = class id (None: "0", "1", ...)
 
     def __post_init__(self):
+        for name in ("heads", "labels"):  # a list; `--heads=mlm,nsp` on the command line
+            v = getattr(self, name)
+            if v is not None:
+                setattr(self, name, [x for x in v.split(",") if x] if isinstance(v, str) else list(v))
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
         if self.head_dim is None:
@@ -98,6 +112,22 @@ class ModelConfig(DataclassJSON):
                 raise UserError(f"config {name}={getattr(self, name)!r} is not one of {allowed}")
         if self.n_head % self.n_kv_head:
             raise UserError(f"n_head={self.n_head} is not a multiple of n_kv_head={self.n_kv_head}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """Also reads config.json files written before the typed fields: their "extra" dict's
+        model keys (heads, num_labels, labels, share_embeddings) become fields; its other keys
+        (training inputs such as data paths, which never belonged in a model config) are dropped
+        with a warning."""
+        d = dict(d)
+        extra = d.pop("extra", None) or {}
+        if not isinstance(extra, dict):
+            raise UserError(f"config field extra: expected an object, got {extra!r}")
+        dropped = sorted(k for k in extra if k not in LEGACY_EXTRA)
+        if dropped:
+            warnings.warn(f"config.json: ignoring the old 'extra' key(s) {', '.join(dropped)} "
+                          "(not part of the model)", stacklevel=2)
+        return super().from_dict({**{k: v for k, v in extra.items() if k in LEGACY_EXTRA}, **d})
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

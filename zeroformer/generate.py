@@ -207,7 +207,8 @@ def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, nu
             rows = [rows[a] for a in keep]
         seqs = torch.cat([seqs.index_select(0, index), tok[:, None]], dim=1)
         if mask is not None:
-            mask = torch.cat([mask.index_select(0, index), torch.ones_like(mask[:, :1])], dim=1)
+            mask = mask.index_select(0, index)   # (rows still running, past)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         session.reorder(index)
         feed = tok[:, None]
     n_gen = seqs.size(1) - t0

@@ -11,7 +11,6 @@ Every function writes a PNG and returns its path.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -98,13 +97,12 @@ def plot_attention(weights: torch.Tensor, tokens: list[str], out, title: str = "
 
 def read_run_log(run) -> list[dict]:
     """The `log` list of a run folder's newest trainer_state.json (or of a checkpoint folder)."""
-    from ..io.checkpoint import latest_checkpoint
+    from ..io.checkpoint import STATE_FILE, latest_checkpoint, read_json
 
     run = latest_checkpoint(run) or Path(run)
-    state = run / "trainer_state.json"
-    if not state.exists():
-        raise UserError(f"{run}: no trainer_state.json (not a training run or checkpoint folder)")
-    return json.loads(state.read_text()).get("log", [])
+    if not (run / STATE_FILE).exists():
+        raise UserError(f"{run}: no {STATE_FILE} (not a training run or checkpoint folder)")
+    return read_json(run / STATE_FILE).get("log", [])
 
 
 def plot_loss(run, out) -> Path:

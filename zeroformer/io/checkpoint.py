@@ -21,18 +21,17 @@ any moment therefore leaves ``latest.json`` pointing at a complete checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_model, save_file, save_model
 
 from ..config import ModelConfig
 from ..errors import UserError
-from .loading import PICKLE_SUFFIXES, refuse_pickle
+from .files import (attach_tokenizer, find_weights, load_strict, parse_dtype, read_json,
+                    read_weights, refuse_pickle, safetensors_header, stored_dtype, untied_state,
+                    write_folder, write_json_atomic, write_safetensors)
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -42,55 +41,6 @@ STATE_TENSORS_FILE = "trainer_state.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 LATEST_FILE = "latest.json"
 _OPT_META_KEY = "zeroformer.optimizer"
-
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-          "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-
-
-def parse_dtype(dtype):
-    """`None`, a torch.dtype, or a name ('fp32', 'bf16', 'fp16', ...) -> torch.dtype or None."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if str(dtype).lower() not in DTYPES:
-        raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    return DTYPES[str(dtype).lower()]
-
-
-# -- small atomic-file helpers -------------------------------------------------------------------
-def write_json_atomic(path, obj) -> None:
-    """Write JSON to `path` via a temp file + fsync + os.replace (readers never see half a file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(obj, indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _read_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable ({e})") from None
-
-
-def open_safetensors(path):
-    """safe_open(path), or a UserError naming the file when it is truncated or not safetensors.
-
-    safetensors checks that the header is small and parses, and that its offsets cover the file
-    exactly, before it maps any tensor: a truncated file never allocates or reads past its end.
-    """
-    try:
-        return safe_open(str(path), framework="pt")
-    except Exception as e:  # safetensors raises its own SafetensorError; OSError for I/O
-        raise UserError(f"{path}: not a readable safetensors file, truncated or damaged "
-                        f"({' '.join(str(e).split())[:200]})") from None
-
-
-def _read_safetensors(path) -> dict:
-    with open_safetensors(path) as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
 
 
 # -- optimizer <-> safetensors -------------------------------------------------------------------
@@ -125,111 +75,53 @@ def save_checkpoint(model, folder, tokenizer=None, trainer_state=None, optimizer
     `trainer_state` (a JSON-able dict) -> trainer_state.json; `extra_tensors` ({name: tensor},
     e.g. RNG states) -> trainer_state.safetensors; `optimizer` -> optimizer.safetensors.
     """
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        _write_contents(tmp, model, tokenizer, trainer_state, optimizer, extra_tensors)
-        if folder.exists():  # replacing a checkpoint: move the old one aside first
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    tokenizer = tokenizer if tokenizer is not None else model.tokenizer
 
+    def fill(tmp: Path):
+        write_safetensors(tmp / MODEL_FILE, untied_state(model), {"producer": "zeroformer"})
+        model.config.save(tmp / CONFIG_FILE)
+        if tokenizer is not None:
+            tokenizer.save(tmp / TOKENIZER_FILE)
+        if optimizer is not None:
+            tensors, rest = optimizer_to_flat(optimizer.state_dict())
+            write_safetensors(tmp / OPTIMIZER_FILE, tensors, {_OPT_META_KEY: json.dumps(rest)})
+        if extra_tensors:
+            write_safetensors(tmp / STATE_TENSORS_FILE, extra_tensors)
+        if trainer_state is not None:
+            write_json_atomic(tmp / STATE_FILE, trainer_state)
 
-def _write_contents(tmp: Path, model, tokenizer, trainer_state, optimizer, extra_tensors):
-    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    save_model(model, str(tmp / MODEL_FILE), metadata={"format": "pt", "producer": "zeroformer"})
-    model.config.save(tmp / CONFIG_FILE)
-    if tokenizer is not None:
-        tokenizer.save(tmp / TOKENIZER_FILE)
-    if optimizer is not None:
-        tensors, rest = optimizer_to_flat(optimizer.state_dict())
-        save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={_OPT_META_KEY: json.dumps(rest)})
-    if extra_tensors:
-        save_file({k: v.detach().cpu().contiguous() for k, v in extra_tensors.items()},
-                  str(tmp / STATE_TENSORS_FILE))
-    if trainer_state is not None:
-        write_json_atomic(tmp / STATE_FILE, trainer_state)
+    return write_folder(folder, fill)
 
 
 # -- load ----------------------------------------------------------------------------------------
-def _model_file(folder: Path) -> Path:
-    f = folder / MODEL_FILE
-    if not f.exists():
-        pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        if pickles:
-            refuse_pickle(pickles[0])
-        raise UserError(f"{folder}: no {MODEL_FILE} (not a zeroformer checkpoint)")
-    return f
-
-
-def stored_dtype(path) -> torch.dtype | None:
-    """The dtype of the first floating-point tensor in a safetensors file."""
-    with open_safetensors(path) as f:
-        for key in f.keys():
-            dt = f.get_slice(key).get_dtype()
-            name = {"F32": "fp32", "BF16": "bf16", "F16": "fp16"}.get(dt)
-            if name:
-                return DTYPES[name]
-    return None
-
-
 def load_weights(model, folder) -> None:
     """Load `folder`/model.safetensors into `model` strictly (every name, every shape)."""
     folder = Path(folder)
-    open_safetensors(_model_file(folder))  # a truncated file: UserError, not SafetensorError
-    try:
-        load_model(model, str(_model_file(folder)), strict=True,
-                   device=str(next(model.parameters()).device))
-    except RuntimeError as e:
-        msg = " ".join(str(e).split())[:400]
-        raise UserError(f"{folder}: weights do not match config.json ({msg})") from None
+    if not (folder / MODEL_FILE).exists():
+        find_weights(folder)  # refuses a folder of pickles by name
+        raise UserError(f"{folder}: no {MODEL_FILE} (not a zeroformer checkpoint)")
+    was = model.training
+    load_strict(model, read_weights([folder / MODEL_FILE]), folder).train(was)
 
 
 def load_checkpoint(folder, dtype=None):
     """Build the model from config.json, load model.safetensors strictly; `.tokenizer` if any.
 
-    The model comes back in eval mode, in the stored dtype unless `dtype` is given.
+    `folder` may be a run folder (its latest.json is followed). The model comes back in eval
+    mode, in the stored dtype unless `dtype` is given.
     """
     from ..models import build_model
 
     folder = Path(folder)
     if folder.is_file():
-        if folder.suffix in PICKLE_SUFFIXES:
-            refuse_pickle(folder)
+        refuse_pickle(folder)
         folder = folder.parent
-    if (folder / LATEST_FILE).exists():
-        folder = latest_checkpoint(folder)
-    cfg = ModelConfig.load(folder / CONFIG_FILE)
-    model = build_model(cfg)
-    weights = _model_file(folder)
-    dt = stored_dtype(weights)
-    if dt is not None and dt != torch.float32:
-        model.to(dt)
+    folder = latest_checkpoint(folder) or folder
+    model = build_model(ModelConfig.load(folder / CONFIG_FILE))
     load_weights(model, folder)
-    dtype = parse_dtype(dtype)
-    if dtype is not None:
-        model.to(dtype)
-    model.eval()
-    tok_file = folder / TOKENIZER_FILE
-    if tok_file.exists():
-        try:
-            from ..tokenizers import load_tokenizer
-        except ImportError:  # tokenizers package not available: the model still loads
-            load_tokenizer = None
-        if load_tokenizer is not None:
-            model.tokenizer = load_tokenizer(tok_file)
-    return model
+    model.to(parse_dtype(dtype) or stored_dtype([folder / MODEL_FILE]) or torch.float32)
+    attach_tokenizer(model, folder, strict=True)
+    return model.eval()
 
 
 def load_optimizer(optimizer, folder) -> None:
@@ -237,25 +129,21 @@ def load_optimizer(optimizer, folder) -> None:
     path = Path(folder) / OPTIMIZER_FILE
     if not path.exists():
         raise UserError(f"{folder}: no {OPTIMIZER_FILE}; cannot resume training from it")
-    tensors = _read_safetensors(path)
-    try:
-        with open_safetensors(path) as f:
-            rest = json.loads((f.metadata() or {})[_OPT_META_KEY])
-        state = optimizer_from_flat(tensors, rest)
-        optimizer.load_state_dict(state)
-    except (KeyError, TypeError, ValueError) as e:  # metadata missing/damaged, or another optimizer
-        raise UserError(f"{path}: not an optimizer state of this model ({type(e).__name__}: "
-                        f"{' '.join(str(e).split())[:200]})") from None
+    tensors = read_weights([path])
+    rest = json.loads(safetensors_header(path).get("__metadata__", {}).get(_OPT_META_KEY, "null"))
+    if not isinstance(rest, dict):
+        raise UserError(f"{path}: no optimizer settings in its metadata")
+    optimizer.load_state_dict(optimizer_from_flat(tensors, rest))
 
 
 def load_trainer_state(folder) -> tuple[dict, dict]:
     """(trainer_state.json as a dict, {name: tensor} from trainer_state.safetensors)."""
     folder = Path(folder)
-    state = _read_json(folder / STATE_FILE) if (folder / STATE_FILE).exists() else None
+    state = read_json(folder / STATE_FILE) if (folder / STATE_FILE).exists() else None
     if state is None:
         raise UserError(f"{folder}: no {STATE_FILE}; cannot resume training from it")
     tpath = folder / STATE_TENSORS_FILE
-    return state, (_read_safetensors(tpath) if tpath.exists() else {})
+    return state, (read_weights([tpath]) if tpath.exists() else {})
 
 
 # -- training run folders: step-N checkpoints + latest.json --------------------------------------
@@ -264,11 +152,12 @@ def step_dirname(step: int) -> str:
 
 
 def latest_checkpoint(out) -> Path | None:
-    """The checkpoint folder `out`/latest.json points at, or None if there is no latest.json."""
+    """The checkpoint folder `out`/latest.json points at, or None if there is no latest.json.
+    The one place that follows latest.json (load, resume, viz)."""
     out = Path(out)
     if not (out / LATEST_FILE).exists():
         return None
-    info = _read_json(out / LATEST_FILE)
+    info = read_json(out / LATEST_FILE)
     try:
         path = out / info["path"]
     except (KeyError, TypeError):
@@ -285,16 +174,16 @@ def check_resumable(folder) -> None:
     for name in (CONFIG_FILE, STATE_FILE, MODEL_FILE, OPTIMIZER_FILE):
         if not (folder / name).is_file():
             raise UserError(f"{folder}: no {name}")
-    _read_json(folder / CONFIG_FILE)
-    _read_json(folder / STATE_FILE)
-    open_safetensors(folder / MODEL_FILE)
+    read_json(folder / CONFIG_FILE)
+    read_json(folder / STATE_FILE)
+    safetensors_header(folder / MODEL_FILE)
     if (folder / STATE_TENSORS_FILE).exists():
-        open_safetensors(folder / STATE_TENSORS_FILE)
-    with open_safetensors(folder / OPTIMIZER_FILE) as f:
-        try:
-            json.loads((f.metadata() or {})[_OPT_META_KEY])
-        except (KeyError, ValueError):
-            raise UserError(f"{folder / OPTIMIZER_FILE}: no readable optimizer metadata") from None
+        safetensors_header(folder / STATE_TENSORS_FILE)
+    meta = safetensors_header(folder / OPTIMIZER_FILE).get("__metadata__", {})
+    try:
+        json.loads(meta[_OPT_META_KEY])
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{folder / OPTIMIZER_FILE}: no readable optimizer metadata") from None
 
 
 def resumable_checkpoint(out) -> Path | None:

@@ -1,20 +1,9 @@
-"""Hugging Face GPT-2 (`model_type: gpt2`) <-> our Decoder.
+"""Hugging Face GPT-2 (`model_type: gpt2`) <-> our Decoder: config both ways and one name table.
 
 GPT-2 is the decoder with learned positions, pre-norm LayerNorm, a GELU (tanh) MLP and biases.
-Layout differences handled here:
-- HF GPT-2 stores its linear layers as `Conv1D`, whose weight is (in, out) — the transpose of
-  nn.Linear's (out, in) — so every matrix is transposed on the way in and out;
-- the query/key/value projections are one fused `c_attn` (d, 3d) matrix: split into q/k/v;
-- `lm_head.weight` is tied to `wte` (often absent from the file).
-
-| HF name (prefix transformer.)  | ours (block i = blocks.i)          |
-|--------------------------------|------------------------------------|
-| wte, wpe                       | embed.tok, embed.pos               |
-| h.i.ln_1, h.i.ln_2             | norm_attn, norm_ffn                |
-| h.i.attn.c_attn (d, 3d)        | self_attn.q_proj/k_proj/v_proj (T) |
-| h.i.attn.c_proj                | self_attn.o_proj (T)               |
-| h.i.mlp.c_fc, h.i.mlp.c_proj   | ffn.up, ffn.down (T)               |
-| ln_f, lm_head                  | norm, lm_head                      |
+Layouts: HF stores its linear layers as `Conv1D`, whose weight is (in, out), the transpose of
+nn.Linear's (out, in); query/key/value are one fused `c_attn` (d, 3d) matrix, split into q/k/v;
+`lm_head.weight` is tied to `wte` (and then absent from the file).
 """
 
 from __future__ import annotations
@@ -23,14 +12,32 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import UserError
-from . import hf_common
-
-ACT_IN = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
-          "gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu"}
-ACT_OUT = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu"}
+from .table import ACT_IN, ACT_OUT, Family, Row, Table, Transform
 
 
-def config_from_hf(c: dict, source="config.json") -> ModelConfig:
+def _t(t):
+    return t.t() if t.dim() == 2 else t
+
+
+CONV1D = Transform(lambda t, cfg: _t(t), lambda t, cfg: _t(t))         # (in, out) <-> (out, in)
+CONV1D_QKV = Transform(lambda t, cfg: tuple(_t(t).split(cfg.d_model)),  # (d, 3d) -> 3 x (d, d)
+                       lambda qkv, cfg: _t(torch.cat(qkv)))
+
+TABLE = Table(prefix="transformer.", ignore=(r".*\.attn\.(masked_)?bias",), body=[
+    Row("wte.weight", "embed.tok.weight"),
+    Row("wpe.weight", "embed.pos.weight"),
+    Row("h.{i}.ln_1.{w}", "blocks.{i}.norm_attn.{w}"),
+    Row("h.{i}.attn.c_attn.{w}", tuple(f"blocks.{{i}}.self_attn.{p}_proj.{{w}}" for p in "qkv"),
+        CONV1D_QKV),
+    Row("h.{i}.attn.c_proj.{w}", "blocks.{i}.self_attn.o_proj.{w}", CONV1D),
+    Row("h.{i}.ln_2.{w}", "blocks.{i}.norm_ffn.{w}"),
+    Row("h.{i}.mlp.c_fc.{w}", "blocks.{i}.ffn.up.{w}", CONV1D),
+    Row("h.{i}.mlp.c_proj.{w}", "blocks.{i}.ffn.down.{w}", CONV1D),
+    Row("ln_f.{w}", "norm.{w}"),
+], top=[Row("lm_head.weight", "lm_head.weight")])
+
+
+def config_from_hf(c: dict, names=(), source="config.json") -> ModelConfig:
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
         if c.get(flag):
             raise UserError(f"{source}: GPT-2 option {flag}=true is not supported")
@@ -52,46 +59,6 @@ def config_from_hf(c: dict, source="config.json") -> ModelConfig:
         pad_token_id=c.get("pad_token_id"))
 
 
-def state_from_hf(hf: dict, cfg: ModelConfig) -> dict:
-    hf = hf_common.strip_prefix(hf, ("transformer.",))
-    out = {"embed.tok.weight": hf["wte.weight"], "embed.pos.weight": hf["wpe.weight"],
-           "norm.weight": hf["ln_f.weight"], "norm.bias": hf["ln_f.bias"]}
-    if "lm_head.weight" in hf and not cfg.tie_embeddings:
-        out["lm_head.weight"] = hf["lm_head.weight"]
-    d = cfg.d_model
-    for i in range(cfg.n_layer):
-        h, o = f"h.{i}.", f"blocks.{i}."
-        w, b = hf[h + "attn.c_attn.weight"].t(), hf[h + "attn.c_attn.bias"]      # (3d, d), (3d,)
-        for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
-            out[o + f"self_attn.{name}.weight"] = w[j * d:(j + 1) * d]
-            out[o + f"self_attn.{name}.bias"] = b[j * d:(j + 1) * d]
-        pairs = [("attn.c_proj", "self_attn.o_proj"), ("mlp.c_fc", "ffn.up"),
-                 ("mlp.c_proj", "ffn.down")]
-        for theirs, ours in pairs:
-            out[o + ours + ".weight"] = hf[h + theirs + ".weight"].t()
-            out[o + ours + ".bias"] = hf[h + theirs + ".bias"]
-        for theirs, ours in (("ln_1", "norm_attn"), ("ln_2", "norm_ffn")):
-            out[o + ours + ".weight"] = hf[h + theirs + ".weight"]
-            out[o + ours + ".bias"] = hf[h + theirs + ".bias"]
-    return {k: v.contiguous() for k, v in out.items()}
-
-
-def load(path, dtype=None):
-    """A Hugging Face GPT-2 folder -> Decoder (eval mode), with `.tokenizer` if the folder has one."""
-    from ..models.decoder import Decoder
-
-    cfg = config_from_hf(hf_common.read_config(path), path)
-    hf = hf_common.read_weights(path)
-    try:
-        state = state_from_hf(hf, cfg)
-    except KeyError as e:
-        raise UserError(f"{path}: GPT-2 weight {e} is missing") from None
-    model = hf_common.load_state(Decoder(cfg), state, path, dtype)
-    hf_common.attach_tokenizer(model, path)
-    return model
-
-
-# ------------------------------------------------------------------------------------- export
 def config_to_hf(cfg: ModelConfig, dtype: str) -> dict:
     problems = []
     if cfg.position != "learned" or cfg.norm != "layernorm" or not cfg.prenorm:
@@ -113,30 +80,5 @@ def config_to_hf(cfg: ModelConfig, dtype: str) -> dict:
     }
 
 
-def state_to_hf(model) -> dict:
-    cfg, sd = model.config, model.state_dict()
-    out = {"transformer.wte.weight": sd["embed.tok.weight"],
-           "transformer.wpe.weight": sd["embed.pos.weight"],
-           "transformer.ln_f.weight": sd["norm.weight"], "transformer.ln_f.bias": sd["norm.bias"]}
-    if not cfg.tie_embeddings:
-        out["lm_head.weight"] = sd["lm_head.weight"]
-    for i in range(cfg.n_layer):
-        h, o = f"transformer.h.{i}.", f"blocks.{i}."
-        qkv = [o + f"self_attn.{n}" for n in ("q_proj", "k_proj", "v_proj")]
-        out[h + "attn.c_attn.weight"] = torch.cat([sd[n + ".weight"] for n in qkv]).t()
-        out[h + "attn.c_attn.bias"] = torch.cat([sd[n + ".bias"] for n in qkv])
-        pairs = [("attn.c_proj", "self_attn.o_proj"), ("mlp.c_fc", "ffn.up"),
-                 ("mlp.c_proj", "ffn.down")]
-        for theirs, ours in pairs:
-            out[h + theirs + ".weight"] = sd[o + ours + ".weight"].t()
-            out[h + theirs + ".bias"] = sd[o + ours + ".bias"]
-        for theirs, ours in (("ln_1", "norm_attn"), ("ln_2", "norm_ffn")):
-            out[h + theirs + ".weight"] = sd[o + ours + ".weight"]
-            out[h + theirs + ".bias"] = sd[o + ours + ".bias"]
-    return out
-
-
-def export(model, out):
-    """Write `model` as a Hugging Face GPT-2 folder that `GPT2LMHeadModel.from_pretrained` reads."""
-    cfg = config_to_hf(model.config, hf_common.torch_dtype_name(model))
-    return hf_common.write_folder(out, cfg, state_to_hf(model), getattr(model, "tokenizer", None))
+FAMILY = Family(config_from_hf, config_to_hf, TABLE)
+load, export = FAMILY.load, FAMILY.export

@@ -1,29 +1,26 @@
-"""Hugging Face LLaMA (`model_type: llama`; also Mistral-style SmolLM2, TinyLlama) <-> our Decoder.
+"""Hugging Face LLaMA (`model_type: llama`; also SmolLM2, TinyLlama) <-> our Decoder.
 
 LLaMA is the decoder with RoPE, pre-norm RMSNorm, a SwiGLU MLP, no biases and grouped-query
 attention. HF stores nn.Linear weights in our (out, in) layout and uses the same "rotate half" RoPE
-pairing as `nn/positions.py`, so the translation is names only:
-
-| HF name (prefix model.)                     | ours (block i = blocks.i)     |
-|---------------------------------------------|-------------------------------|
-| embed_tokens                                | embed.tok                     |
-| layers.i.input_layernorm                    | norm_attn                     |
-| layers.i.self_attn.{q,k,v,o}_proj           | self_attn.{q,k,v,o}_proj      |
-| layers.i.post_attention_layernorm           | norm_ffn                      |
-| layers.i.mlp.{gate,up,down}_proj            | ffn.{gate,up,down}            |
-| norm, lm_head (tied to embed_tokens or not) | norm, lm_head                 |
+pairing as `nn/positions.py`, so the table is names only.
 """
 
 from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import UserError
-from . import hf_common
+from .table import Family, Row, Table
 
-_LAYER = [("input_layernorm", "norm_attn"), ("post_attention_layernorm", "norm_ffn"),
-          ("self_attn.q_proj", "self_attn.q_proj"), ("self_attn.k_proj", "self_attn.k_proj"),
-          ("self_attn.v_proj", "self_attn.v_proj"), ("self_attn.o_proj", "self_attn.o_proj"),
-          ("mlp.gate_proj", "ffn.gate"), ("mlp.up_proj", "ffn.up"), ("mlp.down_proj", "ffn.down")]
+TABLE = Table(prefix="model.", ignore=(r".*rotary_emb\.inv_freq",), body=[
+    Row("embed_tokens.weight", "embed.tok.weight"),
+    Row("layers.{i}.input_layernorm.weight", "blocks.{i}.norm_attn.weight"),
+    *(Row(f"layers.{{i}}.self_attn.{p}_proj.{{w}}", f"blocks.{{i}}.self_attn.{p}_proj.{{w}}")
+      for p in "qkvo"),
+    Row("layers.{i}.post_attention_layernorm.weight", "blocks.{i}.norm_ffn.weight"),
+    *(Row(f"layers.{{i}}.mlp.{p}_proj.{{w}}", f"blocks.{{i}}.ffn.{p}.{{w}}")
+      for p in ("gate", "up", "down")),
+    Row("norm.weight", "norm.weight"),
+], top=[Row("lm_head.weight", "lm_head.weight")])
 
 
 def rope_theta(c: dict, source) -> float:
@@ -36,7 +33,7 @@ def rope_theta(c: dict, source) -> float:
     return float(params.get("rope_theta", c.get("rope_theta", 10000.0)))
 
 
-def config_from_hf(c: dict, source="config.json") -> ModelConfig:
+def config_from_hf(c: dict, names=(), source="config.json") -> ModelConfig:
     if c.get("hidden_act", "silu") != "silu":
         raise UserError(f"{source}: hidden_act {c.get('hidden_act')!r} is not supported (silu)")
     if bool(c.get("attention_bias", False)) != bool(c.get("mlp_bias", False)):
@@ -57,34 +54,6 @@ def config_from_hf(c: dict, source="config.json") -> ModelConfig:
         eos_token_id=c.get("eos_token_id"), pad_token_id=c.get("pad_token_id"))
 
 
-def state_from_hf(hf: dict, cfg: ModelConfig) -> dict:
-    hf = hf_common.strip_prefix(hf, ("model.",)) if "model.embed_tokens.weight" in hf else hf
-    out = {"embed.tok.weight": hf["embed_tokens.weight"], "norm.weight": hf["norm.weight"]}
-    if not cfg.tie_embeddings:
-        out["lm_head.weight"] = hf["lm_head.weight"]
-    suffixes = (".weight", ".bias") if cfg.bias else (".weight",)
-    for i in range(cfg.n_layer):
-        for theirs, ours in _LAYER:
-            for s in suffixes if "proj" in theirs else (".weight",):
-                out[f"blocks.{i}.{ours}{s}"] = hf[f"layers.{i}.{theirs}{s}"]
-    return out
-
-
-def load(path, dtype=None):
-    """A Hugging Face LLaMA folder -> Decoder (eval mode), with `.tokenizer` when it has one."""
-    from ..models.decoder import Decoder
-
-    cfg = config_from_hf(hf_common.read_config(path), path)
-    try:
-        state = state_from_hf(hf_common.read_weights(path), cfg)
-    except KeyError as e:
-        raise UserError(f"{path}: LLaMA weight {e} is missing") from None
-    model = hf_common.load_state(Decoder(cfg), state, path, dtype)
-    hf_common.attach_tokenizer(model, path)
-    return model
-
-
-# ------------------------------------------------------------------------------------- export
 def config_to_hf(cfg: ModelConfig, dtype: str) -> dict:
     if (cfg.position != "rope" or cfg.norm != "rmsnorm" or not cfg.prenorm or not cfg.gated_ffn
             or cfg.activation != "silu"):
@@ -102,20 +71,5 @@ def config_to_hf(cfg: ModelConfig, dtype: str) -> dict:
     }
 
 
-def state_to_hf(model) -> dict:
-    cfg, sd = model.config, model.state_dict()
-    out = {"model.embed_tokens.weight": sd["embed.tok.weight"], "model.norm.weight": sd["norm.weight"]}
-    if not cfg.tie_embeddings:
-        out["lm_head.weight"] = sd["lm_head.weight"]
-    suffixes = (".weight", ".bias") if cfg.bias else (".weight",)
-    for i in range(cfg.n_layer):
-        for theirs, ours in _LAYER:
-            for s in suffixes if "proj" in theirs else (".weight",):
-                out[f"model.layers.{i}.{theirs}{s}"] = sd[f"blocks.{i}.{ours}{s}"]
-    return out
-
-
-def export(model, out):
-    """Write `model` as a Hugging Face LLaMA folder that `LlamaForCausalLM.from_pretrained` reads."""
-    cfg = config_to_hf(model.config, hf_common.torch_dtype_name(model))
-    return hf_common.write_folder(out, cfg, state_to_hf(model), getattr(model, "tokenizer", None))
+FAMILY = Family(config_from_hf, config_to_hf, TABLE)
+load, export = FAMILY.load, FAMILY.export

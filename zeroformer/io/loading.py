@@ -1,30 +1,27 @@
 """`zeroformer.load(path)`: one entry point that picks the reader from what `path` is.
 
 - a zeroformer checkpoint folder (`config.json` with our fields + `model.safetensors`), or a
-  training run folder (`latest.json` pointing at its newest `step-*` checkpoint);
-- a Hugging Face folder (`config.json` with `model_type` + `*.safetensors`): the importer module
-  `zeroformer/io/hf_<model_type>.py` translates names and layouts;
+  training run folder (`latest.json` pointing at its newest `step-*` checkpoint): checkpoint.py;
+- a Hugging Face folder (`config.json` with `model_type` + `*.safetensors`): the family module
+  `zeroformer/io/hf_<model_type>.py` (a config translation and a name table);
 - a `.gguf` file: `zeroformer/io/gguf_import.py`.
 
-Models never know where their weights came from: importers only map names/layouts.
-Nothing here unpickles: `.bin`/`.pt`/`.pth`/`.ckpt` files are refused.
+Models never know where their weights came from. Nothing here unpickles: `.bin`/`.pt`/... files
+are refused by name (files.py).
 """
 
 from __future__ import annotations
 
 import importlib
-import json
+import pkgutil
 from pathlib import Path
 
 from ..errors import UserError
+from . import files
+from .checkpoint import CONFIG_FILE, latest_checkpoint, load_checkpoint
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-
-def refuse_pickle(path: Path) -> None:
-    raise UserError(
-        f"{path}: refusing to load a pickle-based file ({path.suffix}); loading it could run code. "
-        "Convert it to safetensors (e.g. with transformers' save_pretrained(safe_serialization=True))")
+HF_TYPES = sorted(m.name[3:] for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+                  if m.name.startswith("hf_"))  # a family = a module io/hf_<model_type>.py
 
 
 def load_model(path, dtype=None):
@@ -33,41 +30,23 @@ def load_model(path, dtype=None):
         raise UserError(f"model not found: {p}")
     if p.is_file():
         if p.suffix == ".gguf":
-            return importlib.import_module(".gguf_import", __package__).load(p, dtype=dtype)
-        if p.suffix in PICKLE_SUFFIXES:
-            refuse_pickle(p)
-        if p.suffix == ".safetensors":
-            p = p.parent
-        else:
+            from .gguf_import import load
+
+            return load(p, dtype=dtype)
+        files.refuse_pickle(p)
+        if p.suffix != ".safetensors":
             raise UserError(f"{p}: not a model (expected a folder, a .gguf or a .safetensors file)")
-    if (p / "latest.json").exists():  # a training run folder: follow to its newest checkpoint
-        try:
-            p = p / json.loads((p / "latest.json").read_text())["path"]
-        except (OSError, ValueError, KeyError) as e:
-            raise UserError(f"{p / 'latest.json'}: unreadable ({e})") from None
-    cfg_path = p / "config.json"
-    if not cfg_path.exists():
-        pickles = [f for f in p.iterdir() if f.suffix in PICKLE_SUFFIXES]
-        if pickles:
-            refuse_pickle(pickles[0])
+        p = p.parent
+    p = latest_checkpoint(p) or p
+    if not (p / CONFIG_FILE).exists():
+        files.find_weights(p)  # a folder of pickles is refused by name
         raise UserError(f"{p}: no config.json (not a zeroformer or Hugging Face model folder)")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{cfg_path}: not valid JSON ({e})") from None
-    if not list(p.glob("*.safetensors")):
-        pickles = [f for f in p.iterdir() if f.suffix in PICKLE_SUFFIXES]
-        if pickles:
-            refuse_pickle(pickles[0])
-        raise UserError(f"{p}: no *.safetensors weights")
+    raw = files.read_json(p / CONFIG_FILE)
+    files.find_weights(p)
     if "model_type" in raw and "arch" not in raw:
         mtype = str(raw["model_type"])
-        try:
-            importer = importlib.import_module(f".hf_{mtype}", __package__)
-        except ModuleNotFoundError:
-            raise UserError(f"{cfg_path}: model_type {mtype!r} is not supported "
-                            "(supported: gpt2, llama, bert, marian)") from None
-        return importer.load(p, dtype=dtype)
-    from .checkpoint import load_checkpoint
-
+        if mtype not in HF_TYPES:
+            raise UserError(f"{p / CONFIG_FILE}: model_type {mtype!r} is not supported "
+                            f"(supported: {', '.join(HF_TYPES)})")
+        return importlib.import_module(f".hf_{mtype}", __package__).load(p, dtype=dtype)
     return load_checkpoint(p, dtype=dtype)

@@ -10,10 +10,10 @@ embeddings, and the small heads that sit on top of it.
     tokens      = W_k Dropout(h_L) + b                                  (B, T, num_labels)
     sentence    = sum_t m_t h_L[:, t] / sum_t m_t   (mean over real tokens; L2-normalised)  (B, H)
 
-Which heads exist is configuration: `cfg.extra["heads"]`, a list from HEADS. "nsp" and "classify"
+Which heads exist is configuration: `cfg.heads`, a list from HEADS. "nsp" and "classify"
 read the pooled vector, so they imply "pooler". Without the key the model is a bare `BertModel`
 with its pooler. `forward` returns MLM logits when the model has the MLM head, else h_L.
-Labels for "classify"/"tokens": `cfg.extra["num_labels"]` and optionally `cfg.extra["labels"]`
+Labels for "classify"/"tokens": `cfg.num_labels` and optionally `cfg.labels`
 (names, index = class id).
 """
 
@@ -39,7 +39,7 @@ DEFAULT_HEADS = ("pooler",)
 
 def bert_heads(cfg: ModelConfig) -> list[str]:
     """The heads `cfg` asks for, in HEADS order, with the pooler added where a head needs it."""
-    heads = list(cfg.extra.get("heads", DEFAULT_HEADS))
+    heads = list(cfg.heads if cfg.heads is not None else DEFAULT_HEADS)
     unknown = [h for h in heads if h not in HEADS]
     if unknown:
         raise ValueError(f"unknown BERT head(s) {unknown}; known: {HEADS}")
@@ -74,7 +74,7 @@ class Bert(Model):
         self.embed = Embeddings(cfg)
         self.blocks = nn.ModuleList(TransformerBlock(cfg, causal=False) for _ in range(cfg.n_layer))
         has = self.heads.__contains__
-        n_labels = int(cfg.extra.get("num_labels", 2))
+        n_labels = cfg.num_labels
         self.pooler = nn.Linear(cfg.d_model, cfg.d_model) if has("pooler") else None
         self.mlm = MLMHead(cfg, tied=cfg.tie_embeddings) if has("mlm") else None
         self.nsp = nn.Linear(cfg.d_model, 2) if has("nsp") else None
@@ -85,8 +85,7 @@ class Bert(Model):
 
     @property
     def labels(self) -> list[str]:
-        n = int(self.config.extra.get("num_labels", 2))
-        return list(self.config.extra.get("labels") or [str(i) for i in range(n)])
+        return list(self.config.labels or [str(i) for i in range(self.config.num_labels)])
 
     # ---------------------------------------------------------------------------- the encoder
     def encode(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:

@@ -7,7 +7,7 @@ a decoder writes the target one token at a time. Marian (opus-mt) checkpoints ar
     logits_t = W_out z_t + b                  W_out = E^T when tied; b = final_logits_bias (Marian)
 
 Embed(x) = E[x] * sqrt(d_model) + PE(pos) (section 3.4); the encoder and decoder share E when
-`cfg.extra["share_embeddings"]` (default True), and the output projection is E^T when
+`cfg.share_embeddings` (default True), and the output projection is E^T when
 `cfg.tie_embeddings` (section 3.4: "we share the same weight matrix between the two embedding
 layers and the pre-softmax linear transformation").
 
@@ -47,7 +47,7 @@ class EncoderDecoder(GenerativeModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.embed = Embeddings(cfg)                      # source (and target, when shared)
-        share = cfg.extra.get("share_embeddings", True)
+        share = cfg.share_embeddings
         self.tgt_embed = None if share else Embeddings(cfg)
         self.encoder = nn.ModuleList(TransformerBlock(cfg, causal=False)
                                      for _ in range(cfg.n_encoder_layer))

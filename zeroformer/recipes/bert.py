@@ -115,8 +115,7 @@ def build_bert_mlm(model_cfg, train_cfg):
             ids += tok.encode_ordinary(line + "\n")
             ends.append(len(ids))
         (eval_docs if k in held else train_docs).append(segments(ids, ends, target))
-    model = build_model(model_cfg.replace(vocab_size=tok.vocab_size,
-                                          extra={**model_cfg.extra, "heads": ["mlm", "nsp"]}))
+    model = build_model(model_cfg.replace(vocab_size=tok.vocab_size, heads=["mlm", "nsp"]))
     return MLMTask(model, tok, train_docs, eval_docs, train_cfg.batch_size, train_cfg.block_size,
                    train_cfg.seed, train_cfg.eval_steps)
 
@@ -153,8 +152,8 @@ def classifier_from(init, labels: list[str], dropout: float | None = None):
     """A copy of the pretrained BERT `init` with a fresh classification head for `labels`."""
     from ..models.bert import Bert
 
-    extra = {"heads": ["classify"], "num_labels": len(labels), "labels": labels}
-    cfg = init.config.replace(extra=extra, **({"dropout": dropout} if dropout is not None else {}))
+    cfg = init.config.replace(heads=["classify"], num_labels=len(labels), labels=labels,
+                              **({"dropout": dropout} if dropout is not None else {}))
     model = Bert(cfg)
     state = {k: v for k, v in init.state_dict().items()
              if k.startswith(("embed.", "blocks.", "pooler."))}
@@ -167,7 +166,7 @@ def build_classify(model_cfg, train_cfg):
     from .. import load, load_tokenizer
     from ..data.labelled import read_labelled
 
-    opts = dict(model_cfg.extra)
+    opts = dict(train_cfg.extra)
     for key, opt, flag in (("data", "data", "--data FILE"), ("init", "init", "--model PATH"),
                            ("eval_data", "eval", None)):
         if getattr(train_cfg, key, None):
@@ -186,7 +185,7 @@ def build_classify(model_cfg, train_cfg):
     init = load(opts["init"])
     if init.config.arch != "encoder":
         raise UserError(f"{opts['init']}: not a BERT model (arch {init.config.arch!r})")
-    tok = getattr(init, "tokenizer", None) or load_tokenizer(opts["init"])
+    tok = init.tokenizer or load_tokenizer(opts["init"])
     model = classifier_from(init, labels, dropout=model_cfg.dropout)
     if train_cfg.block_size > model.config.max_seq_len:
         raise UserError(f"block_size={train_cfg.block_size} > the model's {model.config.max_seq_len}")

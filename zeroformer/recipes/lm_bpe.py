@@ -110,7 +110,7 @@ def _encode_pair(tok, prompt: str, response: str) -> tuple[list[int], list[int]]
 def build_finetune(model_cfg, train_cfg):
     from .. import load, load_tokenizer
 
-    opts = dict(model_cfg.extra)
+    opts = dict(train_cfg.extra)
     for key, flag in (("init", "--model PATH"), ("data", "--data FILE.txt|FILE.jsonl")):
         if getattr(train_cfg, key, None):
             opts[key] = getattr(train_cfg, key)
@@ -119,8 +119,8 @@ def build_finetune(model_cfg, train_cfg):
     model = load(opts["init"], dtype=torch.float32)
     if model.config.arch != "decoder":
         raise UserError(f"{opts['init']}: not a decoder-only model (arch {model.config.arch!r})")
-    model.config = model.config.replace(dropout=model_cfg.dropout, extra=opts)
-    tok = getattr(model, "tokenizer", None) or load_tokenizer(opts.get("tokenizer", opts["init"]))
+    model.config = model.config.replace(dropout=model_cfg.dropout)
+    tok = model.tokenizer or load_tokenizer(opts.get("tokenizer", opts["init"]))
     path = Path(opts["data"])
     if not path.is_file():
         raise UserError(f"finetune data not found: {path}")

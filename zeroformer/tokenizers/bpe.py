@@ -73,7 +73,8 @@ class BPETokenizer(Tokenizer):
     `patterns`: pre-tokenizer regexes applied in turn (all but the last split a piece keeping the
     matches as pieces; the last cuts with findall). `merges=None` means tiktoken's rule: a pair's
     rank is the id of the merged token. `ignore_merges`: a piece that is a whole token is taken as
-    is (LLaMA-3). `chat_template`: the Jinja chat template a GGUF/HF file carries, or None.
+    is (LLaMA-3). `add_prefix_space`: HF ByteLevel's, see `pretokenize`. `chat_template`: the
+    Jinja chat template a GGUF/HF file carries, or None.
     """
 
     type = "bpe"
@@ -104,19 +105,7 @@ class BPETokenizer(Tokenizer):
     # ---- encoding --------------------------------------------------------------------------
     def pretokenize(self, text: str) -> list[str]:
         """Cut text into the pieces BPE works on (each piece is merged on its own)."""
-        if self.add_prefix_space and not text.startswith(" "):
-            text = " " + text
-        *splits, last = self._compiled
-        pieces = [text]
-        for pat in splits:  # split, keeping the matches as pieces of their own ("isolated")
-            pieces = [s for p in pieces for s in _split_isolated(pat, p)]
-        out = []
-        for p in pieces:
-            found = last.findall(p)
-            if sum(map(len, found)) != len(p):  # the pattern skips some text: keep it as pieces
-                found = _split_isolated(last, p)
-            out += found
-        return out
+        return pretokenize(text, self._compiled, self.add_prefix_space)
 
     def _encode_chunk(self, text: str) -> list[int]:
         cache, out = self._cache, []
@@ -184,11 +173,12 @@ class BPETokenizer(Tokenizer):
     # ---- training and files (implemented in bpe_train.py / bpe_io.py) ------------------------
     @classmethod
     def train(cls, text, vocab_size, special_tokens=("<|endoftext|>",), patterns=(GPT2_PATTERN,),
-              progress=False):
-        """Learn `vocab_size - 256 - len(special_tokens)` merges from `text` (str or list of str)."""
+              progress=False, add_prefix_space=False):
+        """Learn `vocab_size - 256 - len(special_tokens)` merges from `text` (str or list of str),
+        pre-tokenized exactly as the result will encode (`pretokenize`)."""
         from .bpe_train import train_bpe
 
-        return train_bpe(cls, text, vocab_size, special_tokens, patterns, progress)
+        return train_bpe(cls, text, vocab_size, special_tokens, patterns, progress, add_prefix_space)
 
     def save(self, path):
         """Write HF ``tokenizer.json``; beside a file named so, also ``tokenizer_config.json``
@@ -226,6 +216,33 @@ class BPETokenizer(Tokenizer):
         from .bpe_io import from_encoder_json
 
         return from_encoder_json(cls, encoder_path, merges_path)
+
+
+def pretokenize(text: str, compiled, add_prefix_space: bool = False) -> list[str]:
+    """The pre-tokenizer of both encoding and training: `text` -> the pieces BPE merges within.
+
+    `compiled`: regexes; all but the last split each piece at their matches, keeping the matches
+    as pieces ("isolated"); the last cuts with findall, keeping any text it skips as pieces too.
+    `add_prefix_space` (HF ByteLevel's rule): a space before every piece the splits leave that
+    does not start with one; applied before the last regex when that is GPT-2's (ByteLevel's own
+    regex), else to the final pieces. An empty text has no pieces.
+    """
+    *splits, last = compiled
+    pieces = [text] if text else []
+    for pat in splits:  # split, keeping the matches as pieces of their own ("isolated")
+        pieces = [s for p in pieces for s in _split_isolated(pat, p)]
+    byte_level_regex = last.pattern == GPT2_PATTERN
+    if add_prefix_space and byte_level_regex:
+        pieces = [p if p.startswith(" ") else " " + p for p in pieces]
+    out = []
+    for p in pieces:
+        found = last.findall(p)
+        if sum(map(len, found)) != len(p):  # the pattern skips some text: keep it as pieces
+            found = _split_isolated(last, p)
+        out += found
+    if add_prefix_space and not byte_level_regex:
+        out = [p if p.startswith(" ") else " " + p for p in out]
+    return out
 
 
 def _split_isolated(pat, text):

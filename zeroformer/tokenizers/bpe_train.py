@@ -1,6 +1,7 @@
 """Training byte-level BPE: learn merges from a corpus, updating pair counts incrementally.
 
-    1. pre-tokenize the corpus once and count each distinct piece:   words = {piece: freq}
+    1. pre-tokenize the corpus once (`bpe.pretokenize`, the encoder's own pre-tokenizer)
+       and count each distinct piece:                                  words = {piece: freq}
     2. spell each piece as its UTF-8 bytes (ids 0..255 after the special tokens)
     3. count adjacent pairs, weighted by word frequency:   count(a, b) = sum_w freq(w) * #(a,b in w)
        and index which words contain each pair:          where(a, b) = {w, ...}
@@ -22,7 +23,7 @@ from collections import Counter, defaultdict
 import regex
 
 from ..errors import UserError
-from .bpe import BYTE_TO_CHAR
+from .bpe import BYTE_TO_CHAR, pretokenize
 
 
 def merge_pair(word: list[int], a: int, b: int, c: int) -> list[int]:
@@ -38,25 +39,19 @@ def merge_pair(word: list[int], a: int, b: int, c: int) -> list[int]:
     return merged
 
 
-def count_pieces(texts, patterns, progress=False):
-    """Pre-tokenize (same rules as encoding) and count distinct pieces."""
+def count_pieces(texts, patterns, add_prefix_space=False, progress=False):
+    """Pre-tokenize each text with `bpe.pretokenize` (what encoding runs) and count the pieces."""
     from tqdm import tqdm
 
     compiled = [regex.compile(p) for p in patterns]
     counts = Counter()
     for text in tqdm(texts, desc="pre-tokenizing", unit="text", disable=not progress or len(texts) < 2):
-        pieces = [text]
-        for pat in compiled[:-1]:
-            from .bpe import _split_isolated
-
-            pieces = [s for p in pieces for s in _split_isolated(pat, p)]
-        for p in pieces:
-            counts.update(compiled[-1].findall(p))
+        counts.update(pretokenize(text, compiled, add_prefix_space))
     return counts
 
 
 def train_bpe(cls, text, vocab_size, special_tokens=("<|endoftext|>",), patterns=None,
-              progress=False):
+              progress=False, add_prefix_space=False):
     """Learn merges so that specials + 256 bytes + merged tokens = `vocab_size` tokens."""
     from tqdm import tqdm
 
@@ -70,7 +65,7 @@ def train_bpe(cls, text, vocab_size, special_tokens=("<|endoftext|>",), patterns
         raise UserError(f"BPE vocab size {vocab_size} is too small: needs at least {base + 256} "
                         f"(256 bytes + {base} special tokens)")
     texts = [text] if isinstance(text, str) else list(text)
-    piece_counts = count_pieces(texts, patterns, progress)
+    piece_counts = count_pieces(texts, patterns, add_prefix_space, progress)
 
     tokens = list(specials) + [BYTE_TO_CHAR[b] for b in range(256)]  # id -> spelled string
     token_id = {t: i for i, t in enumerate(tokens) if i >= base}  # specials never merge into
@@ -124,4 +119,4 @@ def train_bpe(cls, text, vocab_size, special_tokens=("<|endoftext|>",), patterns
     bar.close()
     vocab = {t: i for i, t in enumerate(tokens) if i >= base}
     spec = {t: i for i, t in enumerate(specials)}
-    return cls(vocab, merges, patterns, spec, guess_roles(spec))
+    return cls(vocab, merges, patterns, spec, guess_roles(spec), add_prefix_space=add_prefix_space)

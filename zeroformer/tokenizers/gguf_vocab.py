@@ -38,15 +38,16 @@ IGNORE_MERGES = {"llama3", "llama-v3", "llama-bpe", "falcon3"}  # a piece that i
 CONTROL, USER_DEFINED = 3, 4
 
 
-def read_gguf_metadata(path: Path) -> dict:
-    """All key/value metadata of a GGUF file (arrays as lists, strings decoded)."""
+def open_gguf(path) -> tuple:
+    """(reader, metadata) of a GGUF file: the one place a .gguf is opened (the model importer in
+    io/gguf_import.py uses it too). Metadata: every key/value, arrays as lists, strings decoded."""
     try:
         from gguf import GGUFReader
     except ImportError:  # pragma: no cover - gguf is a test/extra dependency
         raise UserError("reading .gguf files needs the `gguf` package: pip install gguf") from None
     try:
         reader = GGUFReader(str(path), "r")
-        return {k: f.contents() for k, f in reader.fields.items()}
+        return reader, {k: f.contents() for k, f in reader.fields.items()}
     except (ValueError, IndexError, KeyError, OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not a readable GGUF file (truncated or foreign?): {e}") from None
 
@@ -56,7 +57,7 @@ def load_gguf_tokenizer(path, metadata=None) -> BPETokenizer:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"GGUF file not found: {p}")
-    md = metadata if metadata is not None else read_gguf_metadata(p)
+    md = metadata if metadata is not None else open_gguf(p)[1]
     model = md.get("tokenizer.ggml.model")
     if model is None or "tokenizer.ggml.tokens" not in md:
         raise UserError(f"{p}: this GGUF file carries no tokenizer (no tokenizer.ggml.* metadata)")

@@ -14,6 +14,12 @@ Encoding a text, exactly as BERT's fast tokenizer (HF ``BertNormalizer`` + ``Ber
    if some position has no match the whole word becomes [UNK].
 
 With special tokens: ``[CLS] a [SEP]`` or ``[CLS] a [SEP] b [SEP]`` with token type ids 0...0 1...1.
+
+Decoding is HF's ``WordPiece`` decoder (what ``BertTokenizerFast.decode`` runs): every token after
+the first gets a space before it unless it starts with "##" (then the prefix is dropped); with
+``cleanup`` (BERT's tokenizer.json declares it) each token then has " ." " ?" " !" " ," -> "." "?"
+"!" "," (and " 's" " 've" " 're" " 'm" " n't" " ' " likewise), so "hello , world !" reads
+"hello, world!"; "don ' t" stays (the apostrophe is a token of its own).
 Known difference: character classes come from Python's `unicodedata` (Unicode 14 on Python 3.11);
 HF's Rust tables are an older Unicode version, so characters assigned since then (e.g. the format
 controls U+13430.., or new punctuation) can be classed differently. Unassigned characters (Cn) are
@@ -35,6 +41,9 @@ CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 
 WHITESPACE = set("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000") | \
     {chr(c) for c in range(0x2000, 0x200B)}
 ASCII_PUNCT = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+# HF's WordPiece decoder clean-up, applied to each token (with its leading space) in this order.
+CLEANUP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+           (" 'm", "'m"), (" do not", " don't"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
 def _is_cjk(c):
@@ -62,8 +71,9 @@ class WordPieceTokenizer(Tokenizer):
     type = "wordpiece"
 
     def __init__(self, vocab, unk_token="[UNK]", lowercase=True, strip_accents=None,
-                 prefix="##", max_chars=100, special_tokens=None, roles=None):
+                 prefix="##", max_chars=100, special_tokens=None, roles=None, cleanup=True):
         self.vocab = dict(vocab)
+        self.cleanup = cleanup
         self.id_to_tok = {i: t for t, i in self.vocab.items()}
         self.lowercase = lowercase
         self.strip_accents = lowercase if strip_accents is None else strip_accents
@@ -163,19 +173,29 @@ class WordPieceTokenizer(Tokenizer):
         return self.wrap(self._encode_with_special(a), self._encode_with_special(b))
 
     # ---- decoding and vocabulary -----------------------------------------------------------
-    def _decode_ids(self, ids) -> str:
-        out = ""
-        for i in ids:
-            t = self.id_to_tok[i]
-            if t.startswith(self.prefix):
-                out += t[len(self.prefix):]
-            else:
-                out += (" " if out else "") + t
-        return out
-
     def decode(self, ids, skip_special_tokens=False):
-        text = super().decode(ids, skip_special_tokens)
-        return " ".join(text.split())
+        """Ids -> text by HF's WordPiece decoder (module docstring); special tokens are tokens
+        like any other here (``[CLS] hello [SEP]``) unless skipped."""
+        if hasattr(ids, "tolist"):
+            ids = ids.tolist()
+        ids = [int(i) for i in ids]
+        if skip_special_tokens:
+            ids = [i for i in ids if i not in self._special_by_id]
+        return self._decode_ids(ids)
+
+    def _decode_ids(self, ids) -> str:
+        out = []
+        for i in ids:
+            t = self._special_by_id.get(i, self.id_to_tok.get(i))
+            if t is None:
+                raise UserError(f"token id {i} is outside the vocabulary (size {self.vocab_size})")
+            if out:
+                t = t[len(self.prefix):] if t.startswith(self.prefix) else " " + t
+            if self.cleanup:
+                for a, b in CLEANUP:
+                    t = t.replace(a, b)
+            out.append(t)
+        return "".join(out)
 
     def id_to_token(self, i):
         return self.id_to_tok[i]
@@ -224,11 +244,13 @@ class WordPieceTokenizer(Tokenizer):
         if not isinstance(m.get("vocab"), dict):
             raise UserError(f"{source}: WordPiece model without a vocab (truncated?)")
         lower = norm.get("lowercase", True) if norm else False
+        dec = d.get("decoder") or {}
         specials = {a["content"]: a["id"] for a in d.get("added_tokens") or [] if a.get("special")}
         return cls(m["vocab"], unk_token=m.get("unk_token", "[UNK]"), lowercase=lower,
                    strip_accents=norm.get("strip_accents") if norm else False,
                    prefix=m.get("continuing_subword_prefix", "##"),
-                   max_chars=m.get("max_input_chars_per_word", 100), special_tokens=specials or None)
+                   max_chars=m.get("max_input_chars_per_word", 100), special_tokens=specials or None,
+                   cleanup=bool(dec.get("cleanup", True)) if dec.get("type") == "WordPiece" else False)
 
     def to_dict(self):
         """The HF ``tokenizer.json`` layout (BertNormalizer, BertPreTokenizer, WordPiece)."""
@@ -245,7 +267,7 @@ class WordPieceTokenizer(Tokenizer):
                                "handle_chinese_chars": True, "strip_accents": self.strip_accents,
                                "lowercase": self.lowercase},
                 "pre_tokenizer": {"type": "BertPreTokenizer"}, "post_processor": post,
-                "decoder": {"type": "WordPiece", "prefix": self.prefix, "cleanup": True},
+                "decoder": {"type": "WordPiece", "prefix": self.prefix, "cleanup": self.cleanup},
                 "model": {"type": "WordPiece", "unk_token": self.unk,
                           "continuing_subword_prefix": self.prefix,
                           "max_input_chars_per_word": self.max_chars, "vocab": self.vocab}}

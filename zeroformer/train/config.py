@@ -6,7 +6,7 @@ namespace covers both (tests check it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config import DataclassJSON
 from ..errors import UserError
@@ -60,6 +60,7 @@ class TrainConfig(DataclassJSON):
     data: str | None = None       # training data file
     eval_data: str | None = None  # held-out data file (default: a slice of `data`)
     init: str | None = None       # the model to start from (a checkpoint, HF folder or .gguf)
+    extra: dict = field(default_factory=dict)  # recipe options, --extra='{"lm_weight": 0.2}'
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:

@@ -22,7 +22,6 @@ the step and the last good checkpoint; nothing is saved after it.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ModelConfig
 from ..errors import UserError
 from ..io import checkpoint as ckpt
 from .config import RESUMABLE_CHANGES, TrainConfig
@@ -131,11 +131,13 @@ class Trainer:
         return self.step
 
     def _check_compatible(self, folder: Path, state: dict) -> None:
-        saved_model = json.loads((folder / ckpt.CONFIG_FILE).read_text())
+        # an older checkpoint: ModelConfig reads its "extra"; absent training fields had their defaults
+        saved_model = ModelConfig.load(folder / ckpt.CONFIG_FILE).to_dict()
         now_model = self.model.config.to_dict()
         diff = sorted(k for k in set(saved_model) | set(now_model)
                       if saved_model.get(k) != now_model.get(k))
-        saved_train, now_train = state.get("train_config", {}), self.cfg.to_dict()
+        saved_train = {**type(self.cfg)().to_dict(), **state.get("train_config", {})}
+        now_train = self.cfg.to_dict()
         diff += sorted(k for k in set(saved_train) | set(now_train)
                        if k not in RESUMABLE_CHANGES and saved_train.get(k) != now_train.get(k))
         if diff:
