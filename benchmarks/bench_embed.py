@@ -1,5 +1,6 @@
-"""Sentence-embedding throughput on all-MiniLM-L6-v2: zeroformer vs transformers, one process,
-same sentences, same batches, same threads; prints sentences/s of both and the ratio.
+"""Sentence embeddings, all-MiniLM-L6-v2: zeroformer vs transformers on the same batches.
+
+One process, same sentences, same batches, same threads; prints sentences/s of both and the ratio.
 
     .venv/bin/python benchmarks/bench_embed.py [--n 256] [--batch-size 32] [--rounds 3] [--threads 1]
 
