@@ -2,7 +2,18 @@
 
 Both models hold the same weights (the GGUF, dequantized to fp32; transformers reads our HF export).
 Runs alternate in one process; each prints tokens/s (new tokens / wall time of the whole generate
-call, prompt included) and the ratio to transformers fp32. Variants of ours:
+call, prompt included), the ratio to transformers fp32, and the like-for-like ratios at the end.
+Transformers runs twice:
+  fp32       LlamaForCausalLM as loaded
+  int8       the same after torch.ao.quantization.quantize_dynamic of every nn.Linear, lm_head
+             included as in ours (int8 weights per output channel, activations quantized per
+             tensor on the fly: x86 fbgemm kernels), PyTorch's own CPU int8 for a transformers
+             model (--no-ref-int8 skips it). It quantizes activations too, and its greedy text
+             departs from fp32 early (printed below); ours int8 keeps bf16 activations.
+             Transformers has no CPU int4 without extra packages (torchao, quanto), so the int4
+             variants of ours are set against this int8. The real reference for CPU decode is
+             llama.cpp (its own Q4/Q8 kernels); it is not run here.
+Variants of ours:
   fp32       the reference path (preallocated KV cache, last-position logits only)
   fp32+fuse  + fused QKV and gate/up projections (one matmul instead of three / two)
   int8       + int8 weight-only matmuls (bf16 activations), fused projections
@@ -36,6 +47,8 @@ def main(argv=None):
     ap.add_argument("--new-tokens", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-ref-int8", dest="ref_int8", action="store_false",
+                    help="skip transformers + torch.ao dynamic int8")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,6 +70,16 @@ def main(argv=None):
         hf = transformers.LlamaForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
     hf.generation_config.eos_token_id = None          # run every step (no early stop)
     hf.generation_config.pad_token_id = 0
+    hf8 = None
+    if args.ref_int8:
+        import warnings
+
+        with warnings.catch_warnings():                   # torch.ao.quantization is deprecated
+            warnings.simplefilter("ignore")
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+            hf8 = quantize_dynamic(copy.deepcopy(hf), {torch.nn.Linear: per_channel_dynamic_qconfig},
+                                   dtype=torch.qint8).eval()
     fused = prepare_inference(copy.deepcopy(ours), fuse=True)
     int8 = prepare_inference(copy.deepcopy(ours), fuse=True, int8=True)
     int4 = prepare_inference(copy.deepcopy(ours), fuse=True, int4=True, int4_head="int8")
@@ -67,6 +90,7 @@ def main(argv=None):
 
     runs = {
         "transformers fp32": lambda: hf.generate(ids, max_new_tokens=n, do_sample=False),
+        "transformers int8": lambda: hf8.generate(ids, max_new_tokens=n, do_sample=False),
         "zeroformer fp32": lambda: ours.generate(ids, max_new_tokens=n, eos_token_id=-1),
         "zeroformer fp32+fuse": lambda: fused.generate(ids, max_new_tokens=n, eos_token_id=-1),
         "zeroformer int8": lambda: int8.generate(ids, max_new_tokens=n, eos_token_id=-1),
@@ -74,6 +98,8 @@ def main(argv=None):
         "zeroformer int4 all": lambda: int4_all.generate(ids, max_new_tokens=n, eos_token_id=-1),
         "zeroformer int4 refine": lambda: int4_r.generate(ids, max_new_tokens=n, eos_token_id=-1),
     }
+    if hf8 is None:
+        del runs["transformers int8"]
     outs = {k: f() for k, f in runs.items()}  # warm-up (and outputs to compare)
     same = torch.equal(outs["zeroformer fp32"], outs["transformers fp32"])
     times = {k: [] for k in runs}
@@ -82,20 +108,34 @@ def main(argv=None):
             t = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t)
-    base = n / statistics.median(times["transformers fp32"])
+    tps = {k: n / statistics.median(ts) for k, ts in times.items()}
+    base = tps["transformers fp32"]
     print(f"SmolLM2-135M greedy, batch 1, prompt {ids.size(1)} tokens, {n} new tokens, "
           f"threads {torch.get_num_threads()}, median of {args.repeats}")
-    for k, ts in times.items():
-        tps = n / statistics.median(ts)
-        print(f"  {k:24s} {tps:7.2f} tokens/s   x{tps / base:.2f}")
+    for k in times:
+        print(f"  {k:24s} {tps[k]:7.2f} tokens/s   x{tps[k] / base:.2f}")
     print(f"  greedy tokens identical (zeroformer fp32 vs transformers fp32): {same}")
     ref = outs["zeroformer fp32"][0, ids.size(1):].tolist()
-    for k in ("zeroformer int8", "zeroformer int4", "zeroformer int4 all",
+    for k in ("transformers int8", "zeroformer int8", "zeroformer int4", "zeroformer int4 all",
               "zeroformer int4 refine"):
+        if k not in outs:
+            continue
         got = outs[k][0, ids.size(1):].tolist()
         agree = next((i for i, (a, b) in enumerate(zip(got, ref)) if a != b), len(ref))
         print(f"  {k}: {agree}/{len(ref)} greedy tokens equal fp32 before the first difference; "
               f"text {tok.decode(got)!r}")
+    like = [f"fp32 {tps['zeroformer fp32'] / base:.2f}"]
+    if "transformers int8" in tps:
+        r8 = tps["transformers int8"]
+        like.append("int8 weights (ours int8 / transformers torch.ao int8) "
+                    f"{tps['zeroformer int8'] / r8:.2f}")
+        best = max(base, r8)
+        print("  faster paths against transformers' best CPU setting here "
+              f"({'int8' if r8 > base else 'fp32'}, {best:.2f} tokens/s): "
+              + ", ".join(f"{k.removeprefix('zeroformer ')} x{tps[k] / best:.2f}" for k in tps
+                          if k.startswith("zeroformer") and k != "zeroformer fp32"))
+    print(f"  like for like (ours / transformers): {'; '.join(like)}. "
+          "llama.cpp (the CPU reference for quantized decode) is not run here.")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,18 @@
    gpt2.tiktoken; its per-piece cache cleared before every run) vs tiktoken's `encode_ordinary`
    (built offline from the same file). Also checks the ids are identical.
 2. Training an 8k byte-level BPE vocabulary on the same corpus: ours vs HF `tokenizers`
-   BpeTrainer (ByteLevel pre-tokenizer, same vocab size, same special token).
+   BpeTrainer (ByteLevel pre-tokenizer, same vocab size, same special token). One untimed run of
+   each first (warm-up), then --train-repeat timed runs alternating ours/HF (who goes first
+   alternates too); the median of each.
 
-    .venv/bin/python benchmarks/bench_tokenizers.py [--repeat 3] [--skip-train]
+    .venv/bin/python benchmarks/bench_tokenizers.py [--repeat 3] [--train-repeat 3] [--threads 1]
+                                                    [--skip-train] [--chars N]
+
+Threads are pinned before `tokenizers` is imported: RAYON_NUM_THREADS=--threads (HF's trainer and
+encoder are rayon-parallel; TOKENIZERS_PARALLELISM=false when --threads is 1). Ours and tiktoken's
+single-text encode are single-threaded. Each line prints the threads each side actually kept
+busy, as `cpu/wall`: the process' CPU time / wall time over its runs (about 1.0 for one thread on
+an idle machine; less when other jobs take the cores, more when it runs several threads).
 
 Needs `zeroformer data fetch shakespeare gpt2-tokenizer`. Prints both numbers and the ratio.
 """
@@ -15,24 +24,37 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
+import statistics
 import time
+
+
+def clock(fn):
+    """-> (wall seconds, cpu seconds of the whole process, fn's result)."""
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - w, time.process_time() - c, out
 
 
 def best_of(fn, repeat):
     times = []
     for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
+        t, _, out = clock(fn)
+        times.append(t)
     return min(times), out
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="encode runs per side (best of)")
+    ap.add_argument("--train-repeat", type=int, default=3, help="timed training runs per side (median)")
+    ap.add_argument("--threads", type=int, default=1, help="rayon threads for HF tokenizers")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--vocab-size", type=int, default=8000)
+    ap.add_argument("--chars", type=int, default=None, help="use only the corpus' first N characters")
     args = ap.parse_args()
+    os.environ["RAYON_NUM_THREADS"] = str(args.threads)   # before `tokenizers` is imported
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if args.threads > 1 else "false"
 
     import tiktoken
 
@@ -40,7 +62,7 @@ def main():
     from zeroformer.tokenizers import load_tokenizer
     from zeroformer.tokenizers.bpe import GPT2_PATTERN, BPETokenizer
 
-    text = (fetch("shakespeare") / "input.txt").read_text(encoding="utf-8")
+    text = (fetch("shakespeare") / "input.txt").read_text(encoding="utf-8")[:args.chars]
     mb = len(text.encode("utf-8")) / 1e6
     path = fetch("gpt2-tokenizer") / "gpt2.tiktoken"
     ours = load_tokenizer(path)
@@ -52,18 +74,23 @@ def main():
         ours._cache.clear()  # cold cache every run: no credit for having seen the text before
         return ours.encode_ordinary(text)
 
-    t_ours, t_ref = [], []
-    for _ in range(args.repeat):  # alternate so both see the same machine load
-        a, ids_ours = best_of(run_ours, 1)
-        b, ids_ref = best_of(lambda: ref.encode_ordinary(text), 1)
-        t_ours.append(a)
-        t_ref.append(b)
-    assert ids_ours == ids_ref, "ids differ from tiktoken"
+    enc = {"ours": run_ours, "tiktoken": lambda: ref.encode_ordinary(text)}
+    wall, cpu, ids = {k: [] for k in enc}, {k: [] for k in enc}, {}
+    for r in range(args.repeat):  # alternate (and who goes first) so both see the same load
+        for k in (("ours", "tiktoken") if r % 2 == 0 else ("tiktoken", "ours")):
+            w, c, ids[k] = clock(enc[k])
+            wall[k].append(w)
+            cpu[k].append(c)
+    ids_ref = ids["tiktoken"]
+    assert ids["ours"] == ids_ref, "ids differ from tiktoken"
     warm, _ = best_of(lambda: ours.encode_ordinary(text), args.repeat)
-    a, b = min(t_ours), min(t_ref)
-    print(f"corpus: Shakespeare {mb:.2f} MB, {len(ids_ref):,} GPT-2 tokens (ids identical)")
-    print(f"encode  ours (cold cache) {mb / a:6.2f} MB/s ({a:.3f}s)   tiktoken {mb / b:6.2f} MB/s "
-          f"({b:.3f}s)   ours/tiktoken throughput = {b / a:.2f}")
+    a, b = min(wall["ours"]), min(wall["tiktoken"])
+    busy = {k: sum(cpu[k]) / sum(wall[k]) for k in enc}
+    print(f"corpus: Shakespeare {mb:.2f} MB, {len(ids_ref):,} GPT-2 tokens (ids identical); "
+          f"best of {args.repeat} alternating runs")
+    print(f"encode  ours (cold cache) {mb / a:6.2f} MB/s ({a:.3f}s, {busy['ours']:.2f} cpu/wall)   "
+          f"tiktoken {mb / b:6.2f} MB/s ({b:.3f}s, {busy['tiktoken']:.2f} cpu/wall)   "
+          f"ours/tiktoken throughput = {b / a:.2f}")
     print(f"encode  ours (warm cache) {mb / warm:6.2f} MB/s ({warm:.3f}s)   ours/tiktoken = {b / warm:.2f}")
 
     if args.skip_train:
@@ -78,14 +105,23 @@ def main():
         tok.train_from_iterator([text], tr)
         return tok
 
-    t_ours = time.perf_counter()
-    trained = BPETokenizer.train(text, args.vocab_size)
-    t_ours = time.perf_counter() - t_ours
-    t_hf = time.perf_counter()
-    hf = run_hf()
-    t_hf = time.perf_counter() - t_hf
-    print(f"train {args.vocab_size} BPE  ours {t_ours:.2f}s ({trained.vocab_size} tokens)   "
-          f"HF tokenizers {t_hf:.2f}s ({hf.get_vocab_size()} tokens)   ours/HF time = {t_ours / t_hf:.2f}")
+    def run_ours_train():
+        return BPETokenizer.train(text, args.vocab_size)
+
+    trained, hf = run_ours_train(), run_hf()                       # warm-up
+    sides = {"ours": run_ours_train, "HF": run_hf}
+    wall, cpu = {k: [] for k in sides}, {k: [] for k in sides}
+    for r in range(args.train_repeat):                             # alternate, and who goes first
+        for k in (("ours", "HF") if r % 2 == 0 else ("HF", "ours")):
+            w, c, _ = clock(sides[k])
+            wall[k].append(w)
+            cpu[k].append(c)
+    t_ours, t_hf = statistics.median(wall["ours"]), statistics.median(wall["HF"])
+    used = {k: sum(cpu[k]) / sum(wall[k]) for k in sides}
+    print(f"train {args.vocab_size} BPE, median of {args.train_repeat} alternating runs after a "
+          f"warm-up: ours {t_ours:.2f}s ({trained.vocab_size} tokens, {used['ours']:.2f} "
+          f"cpu/wall)   HF tokenizers {t_hf:.2f}s ({hf.get_vocab_size()} tokens, RAYON_NUM_THREADS="
+          f"{args.threads}, {used['HF']:.2f} cpu/wall)   ours/HF time = {t_ours / t_hf:.2f}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ cross-entropy, backward, AdamW step (the same AdamW implementation for all; fuse
 the optimizer's share of a CPU step is large). Each model runs twice: in fp32, and under bf16
 autocast (what `zeroformer train ... --dtype=bf16` does: bf16 matmuls, fp32 weights, optimizer
 and loss). Steps alternate between the models in one process; prints tokens/s (batch * context /
-step time, median) and the ratio to transformers in fp32. On a CPU with AVX512-BF16 or AMX, bf16
+step time, median), the ratio to transformers in fp32, the like-for-like ratio (to transformers
+in the same dtype: fp32 vs fp32, bf16 autocast vs bf16 autocast), and ours' fastest setting
+against transformers' fastest. On a CPU with AVX512-BF16 or AMX, bf16
 matmuls run 2.5-3x faster than fp32 (oneDNN); tests/test_trainer.py bounds the bf16 step's loss
 and gradients against the fp32 one.
 
@@ -99,16 +101,26 @@ def main(argv=None):
                 step(k)
                 times[k].append(time.perf_counter() - t)
     tokens = args.batch * args.context
-    base = tokens / statistics.median(times["transformers GPT2LMHeadModel"])
+    tps = {k: tokens / statistics.median(ts) for k, ts in times.items()}
+    base = tps["transformers GPT2LMHeadModel"]
     print(f"GPT-2-style training step: 6 layers, d 384, batch {args.batch}, context "
           f"{args.context}, vocab {args.vocab}, fp32{' and bf16 autocast' if args.bf16 else ''}, "
           f"AdamW {args.optimizer}, "
           f"threads {torch.get_num_threads()}; "
           f"median of {args.rounds * args.steps} steps")
+    print(f"  {'':35s} {'tokens/s':>9s}  {'ms/step':>7s}  vs transformers fp32 | same dtype")
     for k, ts in times.items():
-        tps = tokens / statistics.median(ts)
-        print(f"  {k:35s} {tps:9.0f} tokens/s  {statistics.median(ts) * 1e3:7.1f} ms/step  "
-              f"x{tps / base:.2f}")
+        same = "transformers GPT2LMHeadModel" + (" bf16" if dtypes[k] != torch.float32 else "")
+        print(f"  {k:35s} {tps[k]:9.0f}  {statistics.median(ts) * 1e3:7.1f}  "
+              f"x{tps[k] / base:.2f}{'':12s}| x{tps[k] / tps[same]:.2f}")
+    like = ["fp32 x%.2f" % (tps["zeroformer Decoder"] / base)]
+    if args.bf16:
+        like.append("bf16 autocast x%.2f" % (tps["zeroformer Decoder bf16"]
+                                             / tps["transformers GPT2LMHeadModel bf16"]))
+    fo = max((k for k in tps if k.startswith("zeroformer")), key=tps.get)
+    fr = max((k for k in tps if k.startswith("transformers")), key=tps.get)
+    print(f"  like for like (ours / transformers, same dtype): {', '.join(like)}; "
+          f"fastest vs fastest: {fo} / {fr} x{tps[fo] / tps[fr]:.2f}")
     print("  first-step loss (same weights, same batch): "
           + ", ".join(f"{k}: {v:.5f}" for k, v in first.items()))
 
