@@ -20,8 +20,8 @@ Variants of ours:
   int4       + int4 group-wise weight-only matmuls (bf16 activations); output layer int8
   int4 all   the same with the output layer int4 too
   int4 refine  int4 everywhere; the output layer re-scores its top 64 logits with int8 rows
-(prepare_inference(compile=True), torch.compile of the forward, measured no faster than int4 on
-this CPU: x2.21 / x2.90 vs x2.75 / x2.89, so it is not run here.)
+(torch.compile of the forward, measured no faster than int4 on this CPU: x2.21 / x2.90 vs
+x2.75 / x2.89, was removed from prepare_inference.)
 Quantized variants also print how many of their greedy tokens equal the fp32 ones (in order,
 up to the first difference).
 

@@ -147,16 +147,3 @@ def test_int4_smollm2_48_greedy_tokens_equal_fp32():
     b = int4.generate(ids, max_new_tokens=48, eos_token_id=-1)[0, ids.size(1):].tolist()
     assert len(a) == len(b) == 48
     assert a == b, next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
-
-
-@pytest.mark.slow
-def test_compiled_int4_decoding_equals_eager():
-    """prepare_inference(compile=True): torch.compile'd forward (dynamic shapes) gives the eager
-    int4 model's greedy tokens and logits (to float rounding), over growing cache lengths."""
-    ref = prepare_inference(_random_model(), fuse=True, int4=True, int4_head="int8")
-    fast = prepare_inference(copy.deepcopy(ref), compile=True)
-    ids = torch.randint(0, ref.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(2))
-    kw = dict(max_new_tokens=10, eos_token_id=None)
-    assert torch.equal(fast.generate(ids, **kw), ref.generate(ids, **kw))
-    with torch.no_grad():
-        torch.testing.assert_close(fast(ids), ref(ids), atol=1e-4, rtol=1e-4)

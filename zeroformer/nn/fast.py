@@ -160,16 +160,14 @@ INT4_HEADS = ("int4", "int8", "refine")
 
 
 def prepare_inference(model: nn.Module, fuse: bool = True, int8: bool = False,
-                      int4: bool = False, int4_head: str = "int4",
-                      compile: bool = False) -> nn.Module:
+                      int4: bool = False, int4_head: str = "int4") -> nn.Module:
     """Eval mode, fused projections (`fuse`), int8 weight-only linears (`int8`) or int4 ones
     (`int4`). In place. With `int4`, the output layer `lm_head` is stored as `int4_head`: "int4"
     (like the body), "int8" (Int8Linear), or "refine" (int4 plus int8 re-scoring of its top 64,
     RefinedInt4Linear).
 
-    `compile`: model.forward goes through torch.compile (dynamic shapes, so one graph serves every
-    cache length); the first call compiles (14-60 s on CPU, needs a C++ compiler). Measured no
-    faster than eager int4 on SmolLM2 / 1-2 CPU threads (benchmarks/bench_decode.py notes)."""
+    (torch.compile of the forward was tried and measured no faster than eager int4 on SmolLM2 at
+    1-2 CPU threads: x2.21 / x2.90 vs x2.75 / x2.89 over transformers fp32; it was removed.)"""
     from .attention import MultiHeadAttention
     from .feedforward import FeedForward
 
@@ -187,6 +185,4 @@ def prepare_inference(model: nn.Module, fuse: bool = True, int8: bool = False,
                       refine=("lm_head",) if int4_head == "refine" else ())
     elif int8:
         quantize_int8(model)
-    if compile:
-        model.forward = torch.compile(model.forward, dynamic=True)
     return model
