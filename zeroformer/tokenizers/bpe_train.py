@@ -39,6 +39,56 @@ def merge_pair(word: list[int], a: int, b: int, c: int) -> list[int]:
     return merged
 
 
+class PairIndex:
+    """Adjacent-pair statistics of a list of words (symbol-id lists, each with a frequency), kept
+    up to date as pairs are merged: the shared core of BPE and WordPiece training.
+
+        pairs[(a, b)] = sum_w freq(w) * #(a, b adjacent in w)     where[(a, b)] = {w, ...}
+    and with `symbols=True` (WordPiece's score needs them):
+        sym[s] = sum_w freq(w) * #(s in w)                         pairs_of[s] = {(a, b) with s}
+    """
+
+    def __init__(self, words: list[list[int]], freqs: list[int], symbols: bool = False):
+        self.words, self.freqs, self.symbols = words, freqs, symbols
+        self.pairs: dict[tuple, int] = defaultdict(int)
+        self.where: dict[tuple, set] = defaultdict(set)
+        self.sym: dict[int, int] = defaultdict(int)
+        self.pairs_of: dict[int, set] = defaultdict(set)
+        for w, word in enumerate(words):
+            self._add(w, word)
+
+    def _add(self, w: int, word: list[int], sign: int = 1) -> list[tuple]:
+        f = sign * self.freqs[w]
+        if self.symbols:
+            for s in word:
+                self.sym[s] += f
+        pairs = list(zip(word, word[1:]))
+        for p in pairs:
+            self.pairs[p] += f
+            if sign > 0:
+                self.where[p].add(w)
+                if self.symbols:
+                    self.pairs_of[p[0]].add(p)
+                    self.pairs_of[p[1]].add(p)
+        return pairs
+
+    def merge(self, a: int, b: int, c: int) -> set:
+        """Replace (a, b) by c in every word that holds it; -> the pairs whose count changed
+        (the merged pair itself is dropped from the index)."""
+        changed = set()
+        for w in self.where.pop((a, b), ()):
+            word = self.words[w]
+            merged = merge_pair(word, a, b, c)
+            if len(merged) == len(word):
+                continue
+            changed.update(self._add(w, word, -1))
+            changed.update(self._add(w, merged))
+            self.words[w] = merged
+        self.pairs.pop((a, b), None)
+        changed.discard((a, b))
+        return changed
+
+
 def count_pieces(texts, patterns, add_prefix_space=False, progress=False):
     """Pre-tokenize each text with `bpe.pretokenize` (what encoding runs) and count the pieces."""
     from tqdm import tqdm
@@ -72,12 +122,8 @@ def train_bpe(cls, text, vocab_size, special_tokens=("<|endoftext|>",), patterns
     words = [[base + b for b in w.encode("utf-8")] for w in piece_counts]
     freqs = list(piece_counts.values())
 
-    counts: dict[tuple, int] = defaultdict(int)
-    where: dict[tuple, set] = defaultdict(set)
-    for w, (word, f) in enumerate(zip(words, freqs)):
-        for pair in zip(word, word[1:]):
-            counts[pair] += f
-            where[pair].add(w)
+    index = PairIndex(words, freqs)
+    counts = index.pairs
     heap = [(-c, a, b) for (a, b), c in counts.items()]
     heapq.heapify(heap)
 
@@ -94,23 +140,7 @@ def train_bpe(cls, text, vocab_size, special_tokens=("<|endoftext|>",), patterns
             tokens.append(new)
             bar.update(1)
         merges.append((tokens[a], tokens[b]))
-        changed = set()
-        for w in where.pop((a, b)):
-            word, f = words[w], freqs[w]
-            merged = merge_pair(word, a, b, c)
-            if len(merged) == len(word):
-                continue
-            for pair in zip(word, word[1:]):
-                counts[pair] -= f
-                changed.add(pair)
-            for pair in zip(merged, merged[1:]):
-                counts[pair] += f
-                where[pair].add(w)
-                changed.add(pair)
-            words[w] = merged
-        counts.pop((a, b), None)
-        changed.discard((a, b))
-        for pair in changed:
+        for pair in index.merge(a, b, c):
             cnt = counts[pair]
             if cnt > 0:
                 heapq.heappush(heap, (-cnt, pair[0], pair[1]))

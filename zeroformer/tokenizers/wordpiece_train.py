@@ -16,10 +16,10 @@
 from __future__ import annotations
 
 import heapq
-from collections import Counter, defaultdict
+from collections import Counter
 
 from ..errors import UserError
-from .bpe_train import merge_pair
+from .bpe_train import PairIndex
 
 
 def train_wordpiece(cls, text, vocab_size, special_tokens, lowercase=True, progress=False):
@@ -47,18 +47,8 @@ def train_wordpiece(cls, text, vocab_size, special_tokens, lowercase=True, progr
         raise UserError(f"WordPiece vocab size {vocab_size} is smaller than the {len(tokens)} "
                         "characters and special tokens of the corpus")
 
-    sym = defaultdict(int)
-    pairs = defaultdict(int)
-    where = defaultdict(set)
-    pairs_of = defaultdict(set)  # symbol -> pairs it takes part in
-    for w, (word, f) in enumerate(zip(words, freqs)):
-        for s in word:
-            sym[s] += f
-        for p in zip(word, word[1:]):
-            pairs[p] += f
-            where[p].add(w)
-            pairs_of[p[0]].add(p)
-            pairs_of[p[1]].add(p)
+    index = PairIndex(words, freqs, symbols=True)
+    sym, pairs, pairs_of = index.sym, index.pairs, index.pairs_of
 
     def score(p):
         return pairs[p] / (sym[p[0]] * sym[p[1]])
@@ -74,28 +64,7 @@ def train_wordpiece(cls, text, vocab_size, special_tokens, lowercase=True, progr
         before = len(tokens)
         c = intern(new)
         bar.update(len(tokens) - before)
-        touched = set()
-        for w in where.pop((a, b)):
-            word, f = words[w], freqs[w]
-            merged = merge_pair(word, a, b, c)
-            if len(merged) == len(word):
-                continue
-            for s in word:
-                sym[s] -= f
-            for p in zip(word, word[1:]):
-                pairs[p] -= f
-                touched.add(p)
-            for s in merged:
-                sym[s] += f
-            for p in zip(merged, merged[1:]):
-                pairs[p] += f
-                where[p].add(w)
-                pairs_of[p[0]].add(p)
-                pairs_of[p[1]].add(p)
-                touched.add(p)
-            words[w] = merged
-        pairs.pop((a, b), None)
-        touched |= pairs_of[a] | pairs_of[b] | pairs_of[c]
+        touched = index.merge(a, b, c) | pairs_of[a] | pairs_of[b] | pairs_of[c]
         for p in touched:
             if pairs.get(p, 0) > 0 and sym[p[0]] > 0 and sym[p[1]] > 0:
                 heapq.heappush(heap, (-score(p), p))
