@@ -172,7 +172,9 @@ def test_gguf_default_paths_and_reference(lm_files):
         "int8 weights (from GGUF Q8_0), fused QKV, bf16 activations, 1 thread",
         "fp32 weights (GGUF Q8_0, dequantized), fp32 compute, reference path, 1 thread"]
     f32, _ = load_lm(lm_files["F32"], tokp)
-    assert type(f32.lm_head) is torch.nn.Linear
+    assert type(f32.lm_head) is torch.nn.Linear and f32.lm_head.weight.dtype == torch.float32
+    bf16, _ = load_lm(lm_files["F32"], tokp, dtype="bf16")
+    assert type(bf16.lm_head) is torch.nn.Linear and bf16.lm_head.weight.dtype == torch.bfloat16
     assert torch.equal(_logits(f32, ids), _logits(zeroformer.load(lm_files["F32"]), ids))
 
 
@@ -182,7 +184,7 @@ def test_verbose_line_generate_and_ppl(lm_files, tmp_path, capsys):
     `--dtype fp32`; eval ppl: a fp32 checkpoint, default and --int8); without it, none."""
     tokp = str(lm_files["tokenizer"])
     gen = ["generate", "--model", str(lm_files["Q4_1"]), "--tokenizer", tokp, "--prompt",
-           "to be", "--max-new-tokens", "3"]
+           "to be", "--max-new-tokens", "0"]   # (the tokenizer covers 27 of the 96 ids)
     text = tmp_path / "t.txt"
     text.write_text("to be or not to be that is the question " * 3)
     ppl = ["eval", "ppl", "--model", str(lm_files["lm"]), str(text), "--context", "16"]
