@@ -23,7 +23,7 @@ from zeroformer.tokenizers import CharTokenizer
 gguf = pytest.importorskip("gguf")
 pytest.importorskip("transformers")   # test_gguf's tiny LLaMA writer
 
-from test_gguf import tiny_llama, write_gguf  # noqa: E402
+from test_gguf import tiny_llama, write_gguf
 
 Q = gguf.GGMLQuantizationType
 HAS4 = hasattr(torch, "_weight_int4pack_mm_for_cpu")
@@ -51,9 +51,9 @@ def test_default_by_source(source, weights):
 
 
 @pytest.mark.parametrize("flags,weights,dtype", [
-    (dict(dtype="fp32"), "fp32", "fp32"), (dict(dtype="bf16"), "bf16", "bf16"),
-    (dict(int8=True), "int8", None), (dict(int4=True), "int4", None),
-    (dict(dtype="bf16", int4=True), "int4", "bf16")])
+    ({"dtype": "fp32"}, "fp32", "fp32"), ({"dtype": "bf16"}, "bf16", "bf16"),
+    ({"int8": True}, "int8", None), ({"int4": True}, "int4", None),
+    ({"dtype": "bf16", "int4": True}, "int4", "bf16")])
 @pytest.mark.parametrize("source", [Source("gguf", "Q4_1"), Source("gguf", "Q8_0"),
                                     Source("safetensors", "fp32")])
 def test_flags_override_the_default(source, flags, weights, dtype):
@@ -68,8 +68,8 @@ def test_without_kernels_int4_falls_back():
     assert choose_path(q4, kernels=(False, False)).weights == "fp32"
 
 
-@pytest.mark.parametrize("flags,match", [(dict(int8=True, int4=True), "exclude each other"),
-                                         (dict(dtype="fp8"), "--dtype must be fp32 or bf16")])
+@pytest.mark.parametrize("flags,match", [({"int8": True, "int4": True}, "exclude each other"),
+                                         ({"dtype": "fp8"}, "--dtype must be fp32 or bf16")])
 def test_bad_flags(flags, match):
     with pytest.raises(UserError, match=match):
         choose_path(Source("safetensors", "fp32"), **flags)
@@ -166,8 +166,8 @@ def test_gguf_default_paths_and_reference(lm_files):
         assert (a - b).pow(2).mean().sqrt() / b.std() < 0.03
         assert (a - b).abs().max() / b.std() < 0.10
     assert lines == [
-        "int4 weights (from GGUF Q4_1), int8-refined top-64 logits, fused QKV, bf16 "
-        "activations, 1 thread",
+        ("int4 weights (from GGUF Q4_1), int8-refined top-64 logits, fused QKV, bf16 "
+         "activations, 1 thread"),
         "fp32 weights (GGUF Q4_1, dequantized), fp32 compute, reference path, 1 thread",
         "int8 weights (from GGUF Q8_0), fused QKV, bf16 activations, 1 thread",
         "fp32 weights (GGUF Q8_0, dequantized), fp32 compute, reference path, 1 thread"]
@@ -189,8 +189,8 @@ def test_verbose_line_generate_and_ppl(lm_files, tmp_path, capsys):
     text.write_text("to be or not to be that is the question " * 3)
     ppl = ["eval", "ppl", "--model", str(lm_files["lm"]), str(text), "--context", "16"]
     cases = [(gen, "int4 weights (from GGUF Q4_1), int8-refined top-64 logits"),
-             (gen + ["--dtype", "fp32"], "fp32 weights (GGUF Q4_1, dequantized), fp32 compute, "
-                                         "reference path"),
+             (gen + ["--dtype", "fp32"], ("fp32 weights (GGUF Q4_1, dequantized), fp32 "
+                                          "compute, reference path")),
              (ppl, "fp32 weights (safetensors fp32), fp32 compute, reference path"),
              (ppl + ["--int8"], "int8 weights (from safetensors fp32), fused QKV")]
     for argv, expect in cases:
