@@ -217,8 +217,10 @@ def test_embed_flags_and_verbose(tmp_path, capsys):
     lines = []
     fp32, t = load_encoder(tmp_path / "bert", report=lines.append)
     int8, _ = load_encoder(tmp_path / "bert", int8=True, report=lines.append)
+    load_encoder(tmp_path / "bert", int4=True, report=lines.append)
     assert lines[0].startswith("fp32 weights (safetensors fp32), fp32 compute, reference path")
     assert lines[1].startswith("int8 weights (from safetensors fp32), fused QKV")
+    assert lines[2].startswith("int4 weights (from safetensors fp32), fused QKV")  # no head
     texts = ["the cat sat", "a dog ran far away", ""]
     a, b = embed_texts(fp32, t, texts, 2, 32), embed_texts(int8, t, texts, 2, 32)
     assert ((a * b).sum(-1) > 0.98).all(), (a * b).sum(-1)

@@ -35,7 +35,7 @@ class _Loaded:
             self.model.to(parse_dtype(self.plan.dtype))
         apply_plan(self.model, self.plan)
         if self.report is not None:
-            self.report(self.plan.describe())
+            self.report(self.plan.describe(lm_head=hasattr(self.model, "lm_head")))
         return self.model
 
 

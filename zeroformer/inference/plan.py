@@ -53,14 +53,15 @@ class Plan:
     def quantized(self) -> bool:
         return self.weights in ("int8", "int4")
 
-    def describe(self, threads: int | None = None) -> str:
+    def describe(self, threads: int | None = None, lm_head: bool = True) -> str:
         """One line, e.g. "int4 weights (from GGUF Q4_1), int8-refined top-64 logits, fused QKV,
-        1 thread"."""
+        bf16 activations, 1 thread". lm_head: the model has an output layer (`lm_head`; a BERT
+        encoder has none, so nothing is refined)."""
         threads = torch.get_num_threads() if threads is None else threads
         src = str(self.source)
         parts = [f"{self.weights} weights (from {src})" if self.quantized
                  else f"{self.weights} weights ({src}{', dequantized' if 'GGUF Q' in src else ''})"]
-        if self.weights == "int4":
+        if self.weights == "int4" and lm_head:
             parts.append("int8-refined top-64 logits")
         if self.quantized:
             parts += ["fused QKV", "bf16 activations"]
