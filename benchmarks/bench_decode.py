@@ -14,7 +14,10 @@ Transformers runs twice:
              variants of ours are set against this int8. The real reference for CPU decode is
              llama.cpp (its own Q4/Q8 kernels); it is not run here.
 Variants of ours:
-  fp32       the reference path (preallocated KV cache, last-position logits only)
+  default    what `zeroformer generate --model FILE` runs with no flags (inference/plan.py: a
+             Q4_1 GGUF -> int4 from its blocks, int8-refined top-64 head, fused projections;
+             its path line is printed); before "fast by default" the default was fp32
+  fp32       the reference path (`--dtype fp32`) (preallocated KV cache, last-position logits only)
   fp32+fuse  + fused QKV and gate/up projections (one matmul instead of three / two)
   int8       + int8 weight-only matmuls (bf16 activations), fused projections
   int4       + int4 group-wise weight-only matmuls (bf16 activations); output layer int8
@@ -57,6 +60,7 @@ def main(argv=None):
 
     import zeroformer
     from zeroformer import data
+    from zeroformer.inference.load import load_lm
     from zeroformer.io import hf_llama
     from zeroformer.nn.fast import prepare_inference
 
@@ -85,12 +89,14 @@ def main(argv=None):
     int4 = prepare_inference(copy.deepcopy(ours), fuse=True, int4=True, int4_head="int8")
     int4_all = prepare_inference(copy.deepcopy(ours), fuse=True, int4=True)
     int4_r = prepare_inference(copy.deepcopy(ours), fuse=True, int4=True, int4_head="refine")
+    default, _ = load_lm(path, report=lambda line: print(f"default path: {line}"))
     ids = torch.tensor([tok.encode(args.prompt)])
     n = args.new_tokens
 
     runs = {
         "transformers fp32": lambda: hf.generate(ids, max_new_tokens=n, do_sample=False),
         "transformers int8": lambda: hf8.generate(ids, max_new_tokens=n, do_sample=False),
+        "zeroformer default": lambda: default.generate(ids, max_new_tokens=n, eos_token_id=-1),
         "zeroformer fp32": lambda: ours.generate(ids, max_new_tokens=n, eos_token_id=-1),
         "zeroformer fp32+fuse": lambda: fused.generate(ids, max_new_tokens=n, eos_token_id=-1),
         "zeroformer int8": lambda: int8.generate(ids, max_new_tokens=n, eos_token_id=-1),
@@ -116,7 +122,7 @@ def main(argv=None):
         print(f"  {k:24s} {tps[k]:7.2f} tokens/s   x{tps[k] / base:.2f}")
     print(f"  greedy tokens identical (zeroformer fp32 vs transformers fp32): {same}")
     ref = outs["zeroformer fp32"][0, ids.size(1):].tolist()
-    for k in ("transformers int8", "zeroformer int8", "zeroformer int4", "zeroformer int4 all",
+    for k in ("transformers int8", "zeroformer default", "zeroformer int8", "zeroformer int4", "zeroformer int4 all",
               "zeroformer int4 refine"):
         if k not in outs:
             continue

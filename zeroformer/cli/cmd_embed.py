@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .common import read_lines
+from .common import add_path_args, read_lines, report
 
 
 def register(sub):
@@ -32,6 +32,7 @@ def register(sub):
     p.add_argument("--jsonl", action="store_true", help="write JSON lines (also with --out)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=None, help="truncate texts to this many tokens")
+    add_path_args(p)
     p.set_defaults(func=run)
 
 
@@ -40,7 +41,8 @@ def run(args):
     from ..inference.load import load_encoder, max_length_of
 
     texts = read_lines(args.input)
-    model, tok = load_encoder(args.model)
+    model, tok = load_encoder(args.model, dtype=args.dtype, int8=args.int8, int4=args.int4,
+                              report=report(args))
     emb = embed_texts(model, tok, texts, args.batch_size, max_length_of(model, args.model, args.max_length))
     jsonl = args.jsonl or args.out is None or not args.out.endswith(".npy")
     if not jsonl:

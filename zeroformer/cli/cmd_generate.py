@@ -1,6 +1,8 @@
 """`zeroformer generate --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T]
 [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--stop STR] [--dtype fp32|bf16]
-[--int8 | --int4]`: continue a prompt with a decoder-only model, streaming the text as it is produced.
+[--int8 | --int4] [--verbose]`: continue a prompt with a decoder-only model, streaming the text as
+it is produced. A quantized GGUF runs quantized unless `--dtype fp32` (inference/plan.py);
+`--verbose` prints the path taken on stderr.
 
 Temperature 0 (the default) is greedy. A prompt longer than the model's context is cut from the
 left (keeping its end) with a warning.

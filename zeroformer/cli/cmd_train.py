@@ -4,6 +4,10 @@
 --key=value overrides any ModelConfig or TrainConfig field by name, converted to the field's type
 (e.g. --n_layer=2 --batch_size=8 --lr=3e-4 --dtype=bf16 --dropout=0.0; dashes work too:
 --batch-size=8). `zeroformer train --list` lists the recipes.
+
+--dtype=auto (the default) trains under bf16 autocast on a CPU with native bf16 (avx512_bf16 or
+amx_bf16 in /proc/cpuinfo) or a GPU that supports it, in fp32 elsewhere; the run prints its choice
+(`dtype: ...`) and saves it, and --resume continues in the saved dtype. --dtype=fp32 forces fp32.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ def run(args):
                       ("data", "data"), ("eval_data", "eval_data"), ("model", "init")):
         if getattr(args, flag) is not None:
             train_over[key] = getattr(args, flag)
+    train_over.setdefault("dtype", "auto")   # bf16 autocast where the hardware has it natively
     mcfg = recipe.model_config(**model_over)
     tcfg = recipe.train_config(**train_over)
     if tcfg.block_size > mcfg.max_seq_len and "max_seq_len" not in model_over:

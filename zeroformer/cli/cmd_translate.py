@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import UserError
+from .common import add_path_args, report
 
 
 def register(sub):
@@ -25,6 +26,7 @@ def register(sub):
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="output limit (default: 1.5 x source + 10, within the context)")
     p.add_argument("--batch-size", type=int, default=32, help="sentences decoded together")
+    add_path_args(p)
     p.set_defaults(func=run)
 
 
@@ -38,7 +40,8 @@ def run(args):
         raise UserError(f"--batch-size must be >= 1 (got {args.batch_size})")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})")
-    model, tok = load_translator(args.model)
+    model, tok = load_translator(args.model, args.dtype, args.int8, args.int4,
+                                 report(args))
     if args.max_new_tokens is not None and args.max_new_tokens >= model.config.max_seq_len:
         args.max_new_tokens = model.config.max_seq_len - 1
     texts = list(args.text) if args.text else [line.rstrip("\r\n") for line in sys.stdin]

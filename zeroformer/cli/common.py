@@ -10,17 +10,36 @@ from pathlib import Path
 from ..errors import UserError
 
 
-def add_model_args(p, sampling=True):
-    """--model/--tokenizer/--dtype/--int8/--int4, and with `sampling` the decoding flags."""
-    p.add_argument("--model", required=True, metavar="PATH",
-                   help="zeroformer checkpoint, Hugging Face folder, or .gguf file")
-    p.add_argument("--tokenizer", metavar="PATH", help="tokenizer file (default: the model's own)")
-    p.add_argument("--dtype", default=None, help="compute dtype: fp32 (default) or bf16")
+def add_path_args(p):
+    """--dtype/--int8/--int4/--verbose: the inference path (inference/plan.py chooses it)."""
+    p.add_argument("--dtype", default=None, metavar="fp32|bf16",
+                   help="weights and compute in this dtype, no quantization (fp32: the reference "
+                        "path). Default: a quantized GGUF keeps its quantization (4-bit -> int4, "
+                        "8-bit -> int8), other models run as stored")
     p.add_argument("--int8", action="store_true",
                    help="int8 weight-only linear layers (faster on CPU, ~1e-2 relative error)")
     p.add_argument("--int4", action="store_true",
-                   help="int4 group-wise weight-only linear layers, output layer re-scoring its top 64 in int8 "
-                        "(fastest on CPU; CPU only)")
+                   help="int4 group-wise weight-only linear layers, output layer re-scoring its "
+                        "top 64 in int8 (fastest on CPU; CPU only)")
+    p.add_argument("--verbose", action="store_true",
+                   help="print the path taken (weights, compute, threads) on stderr")
+
+
+def report(args):
+    """The `report` callback of the inference loaders: one `zeroformer: path: ...` line on
+    stderr with --verbose, else None."""
+    if not getattr(args, "verbose", False):
+        return None
+    return lambda line: sys.stderr.write(f"zeroformer: path: {line}\n")
+
+
+def add_model_args(p, sampling=True):
+    """--model/--tokenizer, the path flags (add_path_args), and with `sampling` the decoding
+    flags."""
+    p.add_argument("--model", required=True, metavar="PATH",
+                   help="zeroformer checkpoint, Hugging Face folder, or .gguf file")
+    p.add_argument("--tokenizer", metavar="PATH", help="tokenizer file (default: the model's own)")
+    add_path_args(p)
     if sampling:
         p.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
         p.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0 = greedy")
@@ -34,7 +53,7 @@ def load_lm(args):
     """(model, tokenizer) of a decoder-only model from the add_model_args flags."""
     from ..inference.load import load_lm as load
 
-    return load(args.model, args.tokenizer, args.dtype, args.int8, args.int4)
+    return load(args.model, args.tokenizer, args.dtype, args.int8, args.int4, report(args))
 
 
 def sampling(args) -> dict:

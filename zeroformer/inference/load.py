@@ -1,7 +1,9 @@
 """Load a model for a job: a language model, a translator, an encoder or a classifier.
 
 Each loader returns ``(model, tokenizer)`` with the model in eval mode, or raises UserError
-naming the path when the model is not of the kind the job needs or carries no tokenizer.
+naming the path when the model is not of the kind the job needs or carries no tokenizer. The
+model is on the path plan.py's `choose_path` picks from the stored weights and the flags
+(`dtype`, `int8`, `int4`); `report`, when given, is called with the one line describing it.
 """
 
 from __future__ import annotations
@@ -12,35 +14,51 @@ from pathlib import Path
 from ..errors import UserError
 
 
-def _load(path, dtype=None):
-    from .. import load
+class _Loaded:
+    """The model loaded as stored (plan.dtype), checked by the caller, then put on its path."""
 
-    return load(path, dtype=dtype)
+    def __init__(self, path, dtype=None, int8=False, int4=False, report=None):
+        from ..io.loading import load_with_source
+        from .plan import choose_path, parse_flags
+
+        parse_flags(dtype, int8, int4)   # a bad flag is refused before the weights are read
+        self.model, source = load_with_source(path, dtype=None)
+        self.plan = choose_path(source, dtype, int8, int4)
+        self.report = report
+
+    def finish(self):
+        from .plan import apply_plan
+
+        if self.plan.dtype is not None:
+            from ..io.files import parse_dtype
+
+            self.model.to(parse_dtype(self.plan.dtype))
+        apply_plan(self.model, self.plan)
+        if self.report is not None:
+            self.report(self.plan.describe(lm_head=hasattr(self.model, "lm_head")))
+        return self.model
 
 
-def load_lm(path, tokenizer=None, dtype=None, int8: bool = False, int4: bool = False):
-    """A decoder-only model and its tokenizer (`tokenizer`: a path overriding the model's own);
-    int8 / int4: weight-only quantized linear layers (nn/fast.py)."""
+def load_lm(path, tokenizer=None, dtype=None, int8: bool = False, int4: bool = False,
+            report=None):
+    """A decoder-only model and its tokenizer (`tokenizer`: a path overriding the model's own),
+    on the path plan.py chooses (int8 / int4: weight-only quantized linears, nn/fast.py)."""
     from .. import load_tokenizer
 
-    model = _load(path, dtype=dtype)
+    loaded = _Loaded(path, dtype, int8, int4, report)
+    model = loaded.model
     if getattr(model.config, "arch", None) != "decoder":
         raise UserError(f"{path}: not a decoder-only language model (arch={model.config.arch})")
     tok = load_tokenizer(tokenizer) if tokenizer else model.tokenizer
     if tok is None:
         raise UserError(f"{path}: the model has no tokenizer; pass --tokenizer PATH")
-    if int8 and int4:
-        raise UserError("--int8 and --int4 exclude each other")
-    if int8 or int4:
-        from ..nn.fast import prepare_inference
-
-        prepare_inference(model, fuse=True, int8=int8, int4=int4, int4_head="refine")
-    return model.eval(), tok
+    return loaded.finish(), tok
 
 
-def load_translator(path):
-    """An encoder-decoder and its tokenizer."""
-    model = _load(path)
+def load_translator(path, dtype=None, int8: bool = False, int4: bool = False, report=None):
+    """An encoder-decoder and its tokenizer, on the path plan.py chooses."""
+    loaded = _Loaded(path, dtype, int8, int4, report)
+    model = loaded.model
     arch = getattr(model.config, "arch", None)
     if arch != "encoder_decoder":
         raise UserError(f"{path}: not a translator (an encoder-decoder model); this model is "
@@ -50,15 +68,17 @@ def load_translator(path):
         raise UserError(f"{path}: the model has no tokenizer.json (Marian SentencePiece "
                         "tokenizers are not supported; train one with `zeroformer train "
                         "translate-es-en`)")
-    return model.eval(), tok
+    return loaded.finish(), tok
 
 
-def load_encoder(path, classifier: bool = False):
+def load_encoder(path, classifier: bool = False, dtype=None, int8: bool = False,
+                 int4: bool = False, report=None):
     """A BERT model (any heads; with `classifier`, one with a classification head) and its
-    tokenizer (the model's own, else the one in `path`)."""
+    tokenizer (the model's own, else the one in `path`), on the path plan.py chooses."""
     from .. import load_tokenizer
 
-    model = _load(path)
+    loaded = _Loaded(path, dtype, int8, int4, report)
+    model = loaded.model
     if classifier:
         if model.config.arch != "encoder" or getattr(model, "classifier", None) is None:
             raise UserError(f"{path}: not a BERT sequence classifier (no classification head)")
@@ -67,7 +87,7 @@ def load_encoder(path, classifier: bool = False):
     tok = model.tokenizer
     if tok is None:
         tok = load_tokenizer(path)
-    return model.eval(), tok
+    return loaded.finish(), tok
 
 
 def max_length_of(model, path, override=None) -> int:

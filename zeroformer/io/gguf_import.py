@@ -109,8 +109,21 @@ def dequantize(t, source) -> torch.Tensor:
     return torch.from_numpy(arr if arr.flags.writeable else arr.copy()).reshape(shape)
 
 
-def load(path, dtype=None):
-    """A llama-architecture `.gguf` -> Decoder in float32 (or `dtype`), with `.tokenizer`."""
+def body_qtype(reader) -> str:
+    """The quantization of the file's transformer body: the most common type among the weight
+    matrices of its blocks (`blk.*`, 2-D), e.g. "Q4_1" for a llama.cpp Q4_1 file (whose token
+    embedding may be Q8_0 and norms F32)."""
+    from collections import Counter
+
+    from gguf import GGMLQuantizationType
+
+    kinds = Counter(GGMLQuantizationType(t.tensor_type).name for t in reader.tensors
+                    if t.name.startswith("blk.") and len(t.shape) == 2)
+    return kinds.most_common(1)[0][0] if kinds else "F32"
+
+
+def read(path, dtype=None):
+    """(Decoder, body quantization name) of a llama-architecture `.gguf` (see `load`)."""
     from ..models.decoder import Decoder
 
     reader, md = open_gguf(path)
@@ -119,4 +132,9 @@ def load(path, dtype=None):
     model = files.load_strict(Decoder(cfg), TABLE.to_ours(theirs, cfg, path), path, dtype)
     if "tokenizer.ggml.tokens" in md:
         model.tokenizer = load_gguf_tokenizer(path, metadata=md)
-    return model
+    return model, body_qtype(reader)
+
+
+def load(path, dtype=None):
+    """A llama-architecture `.gguf` -> Decoder in float32 (or `dtype`), with `.tokenizer`."""
+    return read(path, dtype)[0]

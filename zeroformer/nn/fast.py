@@ -156,6 +156,18 @@ def quantize_int4(model: nn.Module, keep_int8: tuple = (), refine: tuple = ()) -
     return _swap_linears(model, make)
 
 
+def cpu_has_native_bf16() -> str | None:
+    """The CPU's native bf16 instruction set named in /proc/cpuinfo's flags ("amx_bf16" or
+    "avx512_bf16"), or None (no such flag, or no /proc/cpuinfo: not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        return None
+    return next((name for name in ("amx_bf16", "avx512_bf16") if name in flags), None)
+
+
 INT4_HEADS = ("int4", "int8", "refine")
 
 

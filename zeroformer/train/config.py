@@ -12,7 +12,7 @@ from ..config import DataclassJSON
 from ..errors import UserError
 
 SCHEDULES = ("cosine", "noam", "constant")
-TRAIN_DTYPES = ("fp32", "bf16")
+TRAIN_DTYPES = ("auto", "fp32", "bf16")
 
 # Fields that may differ between a run and its `--resume` (they do not change the arithmetic).
 RESUMABLE_CHANGES = frozenset({"max_steps", "eval_every", "eval_steps", "save_every",
@@ -54,7 +54,9 @@ class TrainConfig(DataclassJSON):
     progress: bool = True         # tqdm progress bar (loss, tokens/s, ETA) on stderr
     # reproducibility and numerics
     seed: int = 1337
-    dtype: str = "fp32"           # fp32, or bf16 autocast (weights and optimizer stay fp32)
+    dtype: str = "fp32"           # fp32, bf16 autocast (weights and optimizer stay fp32), or
+    #                               auto (`zeroformer train`'s default): bf16 where the hardware
+    #                               has it natively (train/trainer.py:resolve_dtype), else fp32
     device: str = "auto"          # auto (cuda if available), cpu, cuda, cuda:1, mps
     # inputs of recipes that take the user's files (classify, finetune): --data, --eval-data, --model
     data: str | None = None       # training data file

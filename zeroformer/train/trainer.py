@@ -22,6 +22,7 @@ the step and the last good checkpoint; nothing is saved after it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -54,6 +55,25 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device={name!r} but no CUDA GPU is available")
     return dev
+
+
+def resolve_dtype(name: str, device: torch.device) -> tuple[str, str]:
+    """(dtype, why) for TrainConfig.dtype `name`: fp32 / bf16 as asked; auto -> bf16 autocast on a
+    CPU with native bf16 instructions (nn/fast.py:cpu_has_native_bf16: avx512_bf16 or amx_bf16)
+    or a CUDA GPU that supports bf16, fp32 elsewhere."""
+    if name != "auto":
+        return name, "asked"
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return ("bf16", "auto: the GPU supports bf16") if ok else ("fp32", "auto: no GPU bf16")
+    if device.type == "cpu":
+        from ..nn.fast import cpu_has_native_bf16
+
+        flag = cpu_has_native_bf16()
+        if flag:
+            return "bf16", f"auto: this CPU has {flag}"
+        return "fp32", "auto: this CPU has no native bf16 (avx512_bf16 / amx_bf16)"
+    return "fp32", f"auto: fp32 on {device.type}"
 
 
 def keep_freed_memory() -> bool:
@@ -92,6 +112,9 @@ class Trainer:
         self.out = Path(out) if out is not None else None
         self.meta = dict(meta or {})  # e.g. {"recipe": "toy"}: stored in trainer_state.json
         self.device = resolve_device(cfg.device)
+        self.asked_dtype = cfg.dtype
+        dtype, self.dtype_reason = resolve_dtype(cfg.dtype, self.device)
+        self.cfg = cfg = dataclasses.replace(cfg, dtype=dtype)  # saved: what actually ran
         if self.device.type == "cpu":
             keep_freed_memory()
         self.model = task.model.to(self.device)
@@ -137,6 +160,10 @@ class Trainer:
         diff = sorted(k for k in set(saved_model) | set(now_model)
                       if saved_model.get(k) != now_model.get(k))
         saved_train = {**type(self.cfg)().to_dict(), **state.get("train_config", {})}
+        if self.asked_dtype == "auto" and saved_train.get("dtype") in ("fp32", "bf16"):
+            # auto resumes in the dtype the run was trained in (exact resume)
+            self.cfg = dataclasses.replace(self.cfg, dtype=saved_train["dtype"])
+            self.dtype_reason = "auto: the checkpoint's dtype"
         now_train = self.cfg.to_dict()
         diff += sorted(k for k in set(saved_train) | set(now_train)
                        if k not in RESUMABLE_CHANGES and saved_train.get(k) != now_train.get(k))
@@ -206,6 +233,8 @@ class Trainer:
         d_model = model.config.d_model
         model.train()
         bar = Progress(self.step, cfg.max_steps, enabled=cfg.progress)
+        bar.write(f"dtype: {'bf16 autocast' if self.cfg.dtype == 'bf16' else 'fp32'} "
+                  f"({self.dtype_reason})")
         t0 = time.perf_counter()
         try:
             for step in range(self.step + 1, cfg.max_steps + 1):
