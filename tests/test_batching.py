@@ -15,7 +15,7 @@ from zeroformer.errors import UserError
 from zeroformer.generate import DecoderSession
 from zeroformer.models import build_model
 
-LOGIT_ATOL = 1e-4
+LOGIT_ATOL = 1e-5
 
 STYLES = {
     "gpt2": dict(position="learned", norm="layernorm", activation="gelu_tanh", bias=True,
