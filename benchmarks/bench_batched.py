@@ -6,6 +6,7 @@ tokens, no EOS) run together through one BatchEngine(max_batch=16). Printed per 
   decode   tokens of the decode steps / their time (after the first step, which admits every
            request and prefills its prompt alone)
   x1       decode tokens/s relative to c = 1 (the issue's aim: x3 or more at c = 8)
+and first, for scale, model.generate of one request alone (tokens / wall time, prompt included),
 and, at c = 8, whether every sequence's tokens equal model.generate of it alone.
 
 Models: `small` (a random GPT-2-style decoder: 4 layers, d_model 256, vocab 4096) and SmolLM2-135M
@@ -58,6 +59,13 @@ def bench(name, model, vocab, args):
           f"thread(s)")
     print(f"{'concurrent':>10} {'all tok/s':>10} {'decode tok/s':>13} {'x1':>6}")
     measure(model, requests(2, vocab, 4), max_len)          # warm-up
+    one = requests(1, vocab, args.new_tokens)[0]["prompt_ids"][None]
+    alone = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        model.generate(one, args.new_tokens, eos_token_id=-1)
+        alone.append(args.new_tokens / (time.perf_counter() - t0))
+    print(f"{'generate':>10} {max(alone):>10.1f} {'':>13} {'':>6}  (model.generate, batch 1)")
     base = None
     for c in CONCURRENCY:
         reqs = requests(c, vocab, args.new_tokens)

@@ -57,9 +57,10 @@ class SlotSession:
         self.slots.prefill(slot)
         return self.model(ids, cache=self.cache, last_only=True)[:, -1]
 
-    def decode(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """ids (R,): row r's token, written at positions[r] (R,) of slot r -> logits (R, V)."""
-        self.slots.decode(positions)
+    def decode(self, ids: torch.Tensor, positions: torch.Tensor, width: int | None = None):
+        """ids (R,): row r's token, written at positions[r] (R,) of slot r -> logits (R, V).
+        width: max(positions) + 1 when the caller knows it (saves a device sync)."""
+        self.slots.decode(positions, width)
         width = torch.arange(self.slots.width, device=ids.device)
         mask = width[None, :] <= positions[:, None]                        # (R, W)
         return self.model(ids[:, None], attention_mask=mask, position_ids=positions[:, None],
@@ -169,12 +170,12 @@ class BatchEngine:
         events, self.pending = self.pending, []
         if self.running:
             rows = max(self.running) + 1
-            ids = torch.zeros(rows, dtype=torch.long, device=self._device)
-            pos = torch.zeros(rows, dtype=torch.long, device=self._device)
+            ids, pos = [0] * rows, [0] * rows        # a free slot below `rows`: a dummy row
             for slot, req in self.running.items():
                 ids[slot] = req.tokens[-1]
                 pos[slot] = req.prompt.size(1) + len(req.tokens) - 1
-            logits = self.session.decode(ids, pos).float()                    # (R, V)
+            logits = self.session.decode(self._tensor(ids), self._tensor(pos), max(pos) + 1)
+            logits = logits.float()                                           # (R, V)
             for slot, req in sorted(self.running.items()):
                 events.append(self._emit(slot, req, logits[slot:slot + 1]))
         while self.queue and self.free:
@@ -184,6 +185,9 @@ class BatchEngine:
             logits = self.session.prefill(slot, req.prompt).float()           # (1, V)
             events.append(self._emit(slot, req, logits))
         return events
+
+    def _tensor(self, values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=self._device)
 
     def _emit(self, slot: int, req: Request, logits: torch.Tensor) -> Event:
         """Pick the request's next token from its logits (1, V), exactly as generate.sample

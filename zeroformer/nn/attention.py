@@ -151,9 +151,9 @@ class Slots:
     def prefill(self, slot: int) -> None:
         self.slot, self.positions, self.width, self.past = slot, None, 0, 0
 
-    def decode(self, positions: torch.Tensor) -> None:
+    def decode(self, positions: torch.Tensor, width: int | None = None) -> None:
         self.slot, self.positions = None, positions
-        self.width = int(positions.max()) + 1
+        self.width = int(positions.max()) + 1 if width is None else width
         self.past = self.width - 1          # the model reads cache.length as "positions before"
         self._rows = torch.arange(positions.numel(), device=positions.device)
 
