@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1] / "zeroformer"
 # top-level module or package of zeroformer/ -> layer
 LAYER = {
     "config": 0, "errors": 0, "tokenizers": 0, "data": 0,
-    "nn": 1, "generate": 1,
+    "nn": 1, "generate": 1, "batching": 1,
     "models": 2,
     "io": 3, "train": 3,
     "": 3,   # zeroformer/__init__.py: load() and load_tokenizer() over io/ and tokenizers/

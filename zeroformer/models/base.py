@@ -25,7 +25,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import UserError
 from ..generate import beam_search, check_sampling_args, sample
-from ..nn.attention import KVCache, StaticKV
+from ..nn.attention import KVCache, SlotKVCache, Slots, StaticKV
 from ..nn.blocks import LayerCache
 
 
@@ -87,6 +87,23 @@ class GenerativeModel(Model):
             LayerCache(KVCache(batch, c.n_kv_head, max_len, c.head_dim, dtype or w.dtype, w.device),
                        StaticKV() if block.cross_attn is not None else None)
             for block in self.decoder_layers)
+
+    def new_slot_cache(self, max_batch: int, max_len: int, dtype=None) -> ModelCache:
+        """For batched decoding (zeroformer/batching.py): per decoder block a SlotKVCache
+        (max_batch, h_kv, max_len, d_head); `cache.slots` (a Slots) tells every layer where this
+        forward pass writes. Memory: 2 x n_layer x max_batch x max_len x h_kv x d_head values."""
+        c, w = self.config, self.decoder_embeddings.tok.weight
+        slots = Slots(max_batch, max_len)
+        cache = ModelCache(LayerCache(SlotKVCache(slots, c.n_kv_head, c.head_dim,
+                                                  dtype or w.dtype, w.device))
+                           for _ in self.decoder_layers)
+        cache.slots = slots
+        return cache
+
+    def slot_session(self, max_batch: int, max_len: int):
+        """A session over a slot cache for batching.py's BatchEngine (decoder-only models)."""
+        raise UserError(f"batched decoding needs a decoder-only model ({type(self).__name__} "
+                        f"is not one)")
 
     def generate(self, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None,
                  num_beams=1, eos_token_id=None, attention_mask=None, seed=None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..config import ModelConfig
+from ..batching import SlotSession
 from ..generate import DecoderSession
 from ..nn.attention import build_mask
 from ..nn.blocks import TransformerBlock
@@ -49,6 +50,10 @@ class Decoder(GenerativeModel):
         """The prompt is input_ids itself; its rows run in one DecoderSession."""
         return input_ids, attention_mask, lambda rows, max_len: DecoderSession(
             self, rows, max_len, use_cache)
+
+    def slot_session(self, max_batch, max_len):
+        """Every row an independent sequence in its own cache slot (batching.py)."""
+        return SlotSession(self, max_batch, max_len)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None,
                 return_hidden=False, last_only=False):

@@ -132,6 +132,67 @@ class KVCache:
         self._spare = old if old[0].size(0) == n else None
 
 
+class Slots:
+    """What the SlotKVCaches of all layers share (batched decoding, zeroformer/batching.py): the
+    cache has `max_batch` slots of `max_len` positions; a slot holds one sequence. Before each
+    forward pass the engine says where the new keys go:
+
+        prefill(slot)            the prompt (1, t) fills positions 0..t-1 of `slot`
+        decode(positions (R,))   row r of the batch (R <= max_batch: slots 0..R-1) feeds one token,
+                                 written at positions[r] of slot r; attention then reads positions
+                                 0..width-1 of those R slots (width = max(positions) + 1), and the
+                                 caller's (R, width) mask keeps each row to its own 0..positions[r].
+    """
+
+    def __init__(self, max_batch: int, max_len: int):
+        self.max_batch, self.max_len = max_batch, max_len
+        self.slot, self.positions, self.width, self.past = None, None, 0, 0
+
+    def prefill(self, slot: int) -> None:
+        self.slot, self.positions, self.width, self.past = slot, None, 0, 0
+
+    def decode(self, positions: torch.Tensor, width: int | None = None) -> None:
+        self.slot, self.positions = None, positions
+        self.width = int(positions.max()) + 1 if width is None else width
+        self.past = self.width - 1          # the model reads cache.length as "positions before"
+        self._rows = torch.arange(positions.numel(), device=positions.device)
+
+
+class SlotKVCache:
+    """Keys/values of one attention layer for `max_batch` independent sequences (slots):
+    (max_batch, h_kv, max_len, d) each, written where `slots` (a Slots, shared by every layer)
+    says. Same protocol as KVCache: `length`, and `append(k, v)` -> the keys/values to attend to."""
+
+    def __init__(self, slots: Slots, n_kv_head: int, head_dim: int, dtype, device):
+        self.slots = slots
+        self.k = torch.zeros(slots.max_batch, n_kv_head, slots.max_len, head_dim, dtype=dtype,
+                             device=device)
+        self.v = torch.zeros_like(self.k)
+
+    @property
+    def length(self) -> int:
+        return self.slots.past
+
+    def append(self, k: torch.Tensor, v: torch.Tensor):
+        s = self.slots
+        if s.slot is not None:                          # prefill: k (1, h_kv, t, d) -> slot
+            t = k.size(2)
+            if t > s.max_len:
+                raise ValueError(f"KV cache full: {t} > {s.max_len} positions")
+            self.k[s.slot, :, :t] = k[0]
+            self.v[s.slot, :, :t] = v[0]
+            return self.k[s.slot:s.slot + 1, :, :t], self.v[s.slot:s.slot + 1, :, :t]
+        r = k.size(0)                                   # decode: k (R, h_kv, 1, d), one per row
+        if s.width > s.max_len:
+            raise ValueError(f"KV cache full: {s.width} > {s.max_len} positions")
+        self.k[s._rows, :, s.positions] = k[:, :, 0]    # (R, h_kv, d) at (row, :, position)
+        self.v[s._rows, :, s.positions] = v[:, :, 0]
+        return self.k[:r, :, :s.width], self.v[:r, :, :s.width]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        raise ValueError("a slot cache keeps its rows in place (no beam search over it)")
+
+
 class StaticKV:
     """Keys/values computed once (cross-attention over the encoder output)."""
 
