@@ -4,6 +4,10 @@
 --key=value overrides any ModelConfig or TrainConfig field by name, converted to the field's type
 (e.g. --n_layer=2 --batch_size=8 --lr=3e-4 --dtype=bf16 --dropout=0.0; dashes work too:
 --batch-size=8). `zeroformer train --list` lists the recipes.
+
+Data parallel: `torchrun --standalone --nproc_per_node N -m zeroformer train RECIPE ...` trains on
+N processes (DDP; docs/distributed.md); `zeroformer train --nproc N RECIPE ...` launches exactly
+that. batch_size is the global batch on any number of processes.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ def register(subparsers):
     p.add_argument("--data", metavar="FILE", help="training data (classify, finetune)")
     p.add_argument("--eval-data", metavar="FILE", help="held-out data (default: part of --data)")
     p.add_argument("--model", metavar="PATH", help="start from this model (classify, finetune)")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N processes on this machine (launches torchrun; DDP)")
     p.add_argument("--list", action="store_true", help="list the recipes and exit")
     p.set_defaults(func=run, overrides=[])
 
@@ -108,14 +114,41 @@ def run(args):
     if tcfg.block_size > mcfg.max_seq_len and "max_seq_len" not in model_over:
         mcfg = mcfg.replace(max_seq_len=tcfg.block_size)
 
-    from ..train import Trainer
+    from ..train import Trainer, distributed
     from ..train.trainer import seed_everything
 
-    seed_everything(tcfg.seed)  # model init is a function of the seed
-    task = recipe.build(mcfg, tcfg)
-    trainer = Trainer(task, tcfg, args.out, meta={"recipe": recipe.name})
-    result = trainer.fit(resume=args.resume)
-    evals = [e for e in result["log"] if "val_loss" in e]
-    tail = f"; val_loss {evals[-1]['val_loss']:.4f}" if evals else ""
-    sys.stderr.write(f"done: step {result['step']}; checkpoint {result['checkpoint']}{tail}\n")
+    if args.nproc is not None and args.nproc != 1:
+        return launch(args, args.nproc, tcfg.batch_size)
+    seed_everything(tcfg.seed)  # model init is a function of the seed (the same on every rank)
+    try:
+        task = recipe.build(mcfg, tcfg)
+        trainer = Trainer(task, tcfg, args.out, meta={"recipe": recipe.name})
+        result = trainer.fit(resume=args.resume)
+    finally:
+        distributed.shutdown()
+    if trainer.world.main:
+        evals = [e for e in result["log"] if "val_loss" in e]
+        tail = f"; val_loss {evals[-1]['val_loss']:.4f}" if evals else ""
+        sys.stderr.write(f"done: step {result['step']}; checkpoint {result['checkpoint']}{tail}\n")
     return 0
+
+
+def launch(args, nproc: int, batch_size: int) -> int:
+    """Run this same command on `nproc` local processes through torchrun; its exit status."""
+    import subprocess
+
+    from ..train import distributed
+
+    if nproc < 1:
+        raise UserError(f"--nproc must be >= 1 (got {nproc})")
+    if distributed.world_from_env().size > 1:
+        raise UserError("--nproc inside torchrun: give one or the other")
+    distributed.check_batch_size(batch_size, distributed.World(size=nproc))
+    words = [args.recipe, "--out", args.out]
+    for flag in ("max_steps", "save_every", "seed", "data", "eval_data", "model"):
+        if getattr(args, flag) is not None:
+            words += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    words += ["--resume"] * bool(args.resume) + list(args.overrides)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "zeroformer", "train", *words]
+    return subprocess.call(cmd)
