@@ -6,7 +6,9 @@ batch 16 global rows), run twice: once as one process with OMP_NUM_THREADS=2, on
 optimizer steps after the first `--warmup` steps (from the `time_s` of rank 0's log entries:
 process start-up, data loading and the final checkpoint are not counted). Both runs compute the
 same training (docs/distributed.md), so this is the price or gain of splitting the cores between
-processes instead of threads. Needs `zeroformer data fetch shakespeare`.
+processes instead of threads; a third row, 1 process x 1 thread, shows what one core does alone.
+On a machine other work shares, 2 OpenMP threads spin-wait on each other (tests/conftest.py):
+say what else ran when you quote a figure. Needs `zeroformer data fetch shakespeare`.
 
     .venv/bin/python benchmarks/bench_ddp.py [--steps 40] [--warmup 10] [--batch 16]
 """
@@ -55,11 +57,13 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as d:
         one = run(Path(d) / "one", 1, 2, args)
         two = run(Path(d) / "two", 2, 1, args)
+        single = run(Path(d) / "single", 1, 1, args)
     print(f"shakespeare-char training, batch {args.batch} x 128 tokens, steps "
           f"{args.warmup + 1}-{args.steps} timed, cpu")
     print(f"{'setting':<28}{'tokens/s':>10}{'ratio':>8}")
     print(f"{'1 process  x 2 threads':<28}{one:>10,.0f}{1.0:>8.2f}")
     print(f"{'2 processes x 1 thread (DDP)':<28}{two:>10,.0f}{two / one:>8.2f}")
+    print(f"{'(1 process  x 1 thread)':<28}{single:>10,.0f}{single / one:>8.2f}")
 
 
 if __name__ == "__main__":
