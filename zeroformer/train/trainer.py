@@ -20,6 +20,9 @@ of each micro-batch through a DDP wrapper (`self.net`); the ranks' losses are co
 one-process loss (one all_reduce per micro-batch). Only rank 0 prints, evaluates and writes
 checkpoints, none of which makes a collective call; every rank resumes from the same checkpoint.
 
+SIGTERM / SIGINT (zeroformer/train/preempt.py) end the current step, save a checkpoint and
+return with result["stopped"] set; a second signal ends the process at once.
+
 A non-finite loss stops the run with `LossDiverged` (a UserError: one line, exit 2) that names
 the step and the last good checkpoint; nothing is saved after it.
 """
@@ -42,6 +45,7 @@ from .config import RESUMABLE_CHANGES, TrainConfig
 from . import distributed
 from .data import count_tokens, to_device
 from .optim import build_optimizer
+from .preempt import GracefulStop
 from .progress import Progress
 from .schedules import lr_at
 
@@ -118,6 +122,7 @@ class Trainer:
         self.log: list[dict] = []
         self.unlogged = [0.0, 0]  # [sum, count] of step losses since the last log entry
         self.last_checkpoint: Path | None = None
+        self.stopped: str | None = None  # the signal that stopped fit() early (preempt.py)
 
     # -- resume ---------------------------------------------------------------------------------
     def resume(self) -> int:
@@ -223,6 +228,7 @@ class Trainer:
         main = self.world.main
         bar = Progress(self.step, cfg.max_steps, enabled=cfg.progress and main)
         t0 = time.perf_counter()
+        stop = GracefulStop(announce=main).install()  # SIGTERM / SIGINT: stop after this step
         try:
             for step in range(self.step + 1, cfg.max_steps + 1):
                 lr = lr_at(step, cfg, d_model)
@@ -261,11 +267,25 @@ class Trainer:
                 saving = (cfg.save_every and step % cfg.save_every == 0) or last
                 if main and self.out is not None and saving:
                     self.save()
+                if not last and self._should_stop(stop):
+                    if main and self.out is not None and not saving:
+                        self.save()
+                    self.stopped = stop.received or "a signal to another rank"
+                    break
         finally:
+            stop.restore()
             bar.close()
-        if main:
+        if main and not self.stopped:
             task.on_end(model)
-        return {"step": self.step, "log": self.log, "checkpoint": self.last_checkpoint}
+        return {"step": self.step, "log": self.log, "checkpoint": self.last_checkpoint,
+                "stopped": self.stopped}
+
+    def _should_stop(self, stop: GracefulStop) -> bool:
+        """Whether a stop signal came (to any rank: all ranks must leave after the same step)."""
+        flag = stop.received is not None
+        if self.world.size > 1:
+            flag = distributed.all_sum([float(flag)], self.device)[0] > 0
+        return flag
 
     def _micro_step(self, step: int, batch, sync: bool) -> float:
         """Forward + backward of one micro-batch (this rank's rows); returns the loss of the
