@@ -27,8 +27,24 @@ def env():
     return e
 
 
-def train_then_signal(out, *extra):
-    """Start a long run, send SIGTERM once it has logged a step; (returncode, stderr)."""
+def rank_process(parent, rank):
+    """The pid of the torchrun rank `rank` started below `parent` (read from /proc)."""
+    from zeroformer.cli.cmd_train import _descendants
+
+    for pid in _descendants(parent):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ and b"LOCAL_RANK=" + str(rank).encode() in environ:
+            return pid
+    raise AssertionError(f"no rank {rank} below {parent}")
+
+
+def train_then_signal(out, *extra, target=None):
+    """Start a long run, send SIGTERM once it has logged a step (to the command, or to the
+    process `target(pid)` names); (returncode, stderr)."""
     p = subprocess.Popen([sys.executable, "-m", "zeroformer", "train", "toy", "--out", str(out),
                           "--max-steps", "100000", *ARGS, *extra], env=env(),
                          stderr=subprocess.PIPE, text=True)
@@ -37,7 +53,7 @@ def train_then_signal(out, *extra):
         for line in p.stderr:
             seen.append(line)
             if line.startswith("step "):
-                p.send_signal(signal.SIGTERM)
+                os.kill(target(p.pid) if target else p.pid, signal.SIGTERM)
                 break
         rest = p.communicate(timeout=240)[1]
     finally:
@@ -95,11 +111,16 @@ def test_a_second_signal_ends_the_process_at_once():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="--nproc finds the ranks through /proc")
-def test_sigterm_stops_both_ranks_after_the_same_step(tmp_path):
+@pytest.mark.parametrize("to", ["command", "rank 1 alone"])
+def test_sigterm_stops_both_ranks_after_the_same_step(tmp_path, to):
+    """To the `zeroformer train --nproc 2` command (it forwards to the ranks), or to rank 1 only
+    (one machine of many preempted): rank 0 learns it through the per-step all_reduce."""
     out = tmp_path / "run"
-    rc, err = train_then_signal(out, "--nproc", "2", "--dropout=0.0")
+    target = (lambda pid: rank_process(pid, 1)) if to == "rank 1 alone" else None
+    rc, err = train_then_signal(out, "--nproc", "2", "--dropout=0.0", target=target)
     assert rc == 0, err[-3000:]
-    hint = [ln for ln in err.splitlines() if ln.startswith("stopped by SIGTERM after step")]
+    said = "SIGTERM" if target is None else "a signal to another rank"
+    hint = [ln for ln in err.splitlines() if ln.startswith(f"stopped by {said} after step")]
     assert len(hint) == 1, err[-3000:]
     assert " --nproc 2 " in hint[0]
     stopped = int(ckpt.load_trainer_state(ckpt.latest_checkpoint(out))[0]["step"])
