@@ -297,3 +297,19 @@ def test_gradient_accumulation_k_by_b_equals_one_batch_of_k_times_b():
     for k in w_a:
         if not k.endswith("k_proj.bias"):  # no gradient: noise (see assert_same_training)
             torch.testing.assert_close(w_a[k], w_b[k], rtol=0, atol=1e-5, msg=k)
+
+
+def test_trainer_refuses_what_n_processes_cannot_train_as_one(monkeypatch):
+    """Under torchrun (faked: a World of 2 without a process group) a batch that does not divide,
+    or a task whose loss is not one mean over counted positions, is a UserError before DDP."""
+    from zeroformer.train import distributed
+
+    monkeypatch.setattr(distributed, "init", lambda device: (World(0, 2), device))
+    recipe = recipes.get("toy")
+    seed_everything(0)
+    task = recipe.build(recipe.model_config(), recipe.train_config())
+    with pytest.raises(UserError, match="batch_size=7 does not divide among 2 processes"):
+        Trainer(task, recipe.train_config(batch_size=7, device="cpu"))
+    task.data_parallel = False
+    with pytest.raises(UserError, match="ToyTask cannot train on 2 processes"):
+        Trainer(task, recipe.train_config(device="cpu"))
