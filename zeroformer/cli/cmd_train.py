@@ -8,11 +8,18 @@
 --dtype=auto (the default) trains under bf16 autocast on a CPU with native bf16 (avx512_bf16 or
 amx_bf16 in /proc/cpuinfo) or a GPU that supports it, in fp32 elsewhere; the run prints its choice
 (`dtype: ...`) and saves it, and --resume continues in the saved dtype. --dtype=fp32 forces fp32.
+
+Data parallel: `torchrun --standalone --nproc_per_node N -m zeroformer train RECIPE ...` trains on
+N processes (DDP; docs/distributed.md); `zeroformer train --nproc N RECIPE ...` launches exactly
+that. batch_size is the global batch on any number of processes.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import signal
 import sys
 import types
 import typing
@@ -34,6 +41,8 @@ def register(subparsers):
     p.add_argument("--data", metavar="FILE", help="training data (classify, finetune)")
     p.add_argument("--eval-data", metavar="FILE", help="held-out data (default: part of --data)")
     p.add_argument("--model", metavar="PATH", help="start from this model (classify, finetune)")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N processes on this machine (launches torchrun; DDP)")
     p.add_argument("--list", action="store_true", help="list the recipes and exit")
     p.set_defaults(func=run, overrides=[])
 
@@ -113,14 +122,89 @@ def run(args):
     if tcfg.block_size > mcfg.max_seq_len and "max_seq_len" not in model_over:
         mcfg = mcfg.replace(max_seq_len=tcfg.block_size)
 
-    from ..train import Trainer
+    from ..train import Trainer, distributed
     from ..train.trainer import seed_everything
 
-    seed_everything(tcfg.seed)  # model init is a function of the seed
-    task = recipe.build(mcfg, tcfg)
-    trainer = Trainer(task, tcfg, args.out, meta={"recipe": recipe.name})
-    result = trainer.fit(resume=args.resume)
-    evals = [e for e in result["log"] if "val_loss" in e]
-    tail = f"; val_loss {evals[-1]['val_loss']:.4f}" if evals else ""
-    sys.stderr.write(f"done: step {result['step']}; checkpoint {result['checkpoint']}{tail}\n")
+    if args.nproc is not None and args.nproc != 1:
+        return launch(args, args.nproc, tcfg.batch_size)
+    seed_everything(tcfg.seed)  # model init is a function of the seed (the same on every rank)
+    try:
+        task = recipe.build(mcfg, tcfg)
+        trainer = Trainer(task, tcfg, args.out, meta={"recipe": recipe.name})
+        result = trainer.fit(resume=args.resume)
+    finally:
+        distributed.shutdown()
+    if trainer.world.main and result.get("stopped"):
+        nproc = ["--nproc", str(trainer.world.size)] * (trainer.world.size > 1)
+        again = " ".join(shlex.quote(w) for w in ["zeroformer", "train", *nproc,
+                                                   *train_words(args, resume=True)])
+        sys.stderr.write(f"stopped by {result['stopped']} after step {result['step']}; "
+                         f"checkpoint {result['checkpoint']}; continue with: {again}\n")
+    elif trainer.world.main:
+        evals = [e for e in result["log"] if "val_loss" in e]
+        tail = f"; val_loss {evals[-1]['val_loss']:.4f}" if evals else ""
+        sys.stderr.write(f"done: step {result['step']}; checkpoint {result['checkpoint']}{tail}\n")
     return 0
+
+
+def launch(args, nproc: int, batch_size: int) -> int:
+    """Run this same command on `nproc` local processes through torchrun; its exit status."""
+    import subprocess
+
+    from ..train import distributed
+
+    if nproc < 1:
+        raise UserError(f"--nproc must be >= 1 (got {nproc})")
+    if distributed.world_from_env().size > 1:
+        raise UserError("--nproc inside torchrun: give one or the other")
+    distributed.check_batch_size(batch_size, distributed.World(size=nproc))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "zeroformer", "train", *train_words(args)]
+    # SIGINT / SIGTERM go to the ranks themselves: they finish the step, save and exit 0, so
+    # torchrun ends well (torchrun signalled itself exits 1 after forwarding to them)
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def forward(signum, frame):
+        for pid in _descendants(proc.pid) or [proc.pid]:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return proc.wait()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Process ids below `pid` (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def train_words(args, resume: bool = False) -> list[str]:
+    """The words after `zeroformer train` that repeat this command (without --nproc)."""
+    words = [args.recipe, "--out", args.out]
+    for flag in ("max_steps", "save_every", "seed", "data", "eval_data", "model"):
+        if getattr(args, flag) is not None:
+            words += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return words + ["--resume"] * bool(args.resume or resume) + list(args.overrides)

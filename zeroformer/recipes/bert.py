@@ -30,6 +30,8 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 # ------------------------------------------------------------------------------- pretraining
 class MLMTask(Task):
+    data_parallel = False  # MLM mean + NSP mean over different counts; model.encode (not forward)
+
     def __init__(self, model, tokenizer, train_docs, eval_docs, batch_size, block_size, seed,
                  eval_steps):
         self.model, self.tokenizer = model, tokenizer
@@ -122,6 +124,8 @@ def build_bert_mlm(model_cfg, train_cfg):
 
 # ------------------------------------------------------------------------------- classification
 class ClassifyTask(Task):
+    data_parallel = False  # calls model.classify, which DDP does not hook
+
     def __init__(self, model, tokenizer, train_rows, eval_rows, batch_size, block_size, seed):
         self.model, self.tokenizer = model, tokenizer
         self.train_rows, self.eval_rows = train_rows, eval_rows

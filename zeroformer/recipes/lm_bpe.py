@@ -49,6 +49,7 @@ class SFTTask(LMTask):
         super().__init__(model, **kw)
         self.train_rows, self.val_rows = train_rows, val_rows
         self.lm_weight, self.pad_id = lm_weight, pad_id
+        self.data_parallel = not lm_weight  # task mean + lm_weight * LM mean: two different counts
 
     def make_batch(self, gen, split):
         rows = self.train_rows if split == "train" else self.val_rows

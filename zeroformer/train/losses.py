@@ -72,19 +72,28 @@ def output_layer_loss(model, hidden: torch.Tensor, targets: torch.Tensor,
     return linear_cross_entropy(hidden, head.weight, bias, targets, label_smoothing)
 
 
+def bare_model(model):
+    """The model inside a DistributedDataParallel wrapper (the model itself otherwise)."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return model.module
+    return model
+
+
 def has_output_layer(model) -> bool:
     """True when `model(..., return_hidden=True)` + `output_layer_loss` can replace logits + loss
-    (our decoder and encoder-decoder; not a wrapper such as DDP, whose forward must run)."""
-    return isinstance(getattr(model, "lm_head", None), torch.nn.Linear)
+    (our decoder and encoder-decoder, bare or inside DDP)."""
+    return isinstance(getattr(bare_model(model), "lm_head", None), torch.nn.Linear)
 
 
 def model_loss(model, labels: torch.Tensor, label_smoothing: float, *inputs, **kwargs
                ) -> tuple[torch.Tensor, int]:
     """cross_entropy(model(*inputs, **kwargs), labels): through `output_layer_loss` (the output
-    layer fused with the loss) when the model has a plain lm_head, else through the logits."""
+    layer fused with the loss) when the model has a plain lm_head, else through the logits.
+    A DDP wrapper's forward runs (it must: it prepares the gradient all-reduce); the output layer
+    is then applied outside it, which DDP allows (its hooks sit on every parameter's gradient)."""
     if has_output_layer(model):
         hidden = model(*inputs, return_hidden=True, **kwargs)
-        return output_layer_loss(model, hidden, labels, label_smoothing)
+        return output_layer_loss(bare_model(model), hidden, labels, label_smoothing)
     return cross_entropy(model(*inputs, **kwargs), labels, label_smoothing)
 
 

@@ -9,6 +9,13 @@ A recipe builds a Task; the trainer only ever calls these:
     task.loss(model, batch) -> (loss, n_targets)   mean loss (scalar tensor), positions counted
     task.on_eval(model) -> dict     optional extras per evaluation (a sample, BLEU, accuracy)
     task.on_end(model) -> None      optional, after training (e.g. print a generated sample)
+    task.data_parallel              True when N processes train exactly as one (see below)
+
+Data parallel training (zeroformer/train/distributed.py) splits each batch's rows over ranks and
+combines the ranks' losses as  sum_r n_r * loss_r / sum_r n_r : exact when `loss` is ONE mean
+over the n positions it returns and the model is called through `model(...)` (DDP hooks only
+its forward). A task whose loss is otherwise (a sum of means over different counts, or calls to
+model.encode / model.classify) sets `data_parallel = False` and N > 1 processes refuse it.
 
 Translation, BERT MLM, classification and LM fine-tuning subclass `Task` (or `LMTask`).
 """
@@ -27,6 +34,7 @@ from .losses import model_loss
 class Task:
     model: nn.Module
     tokenizer = None
+    data_parallel = True
 
     def train_batch(self, index: int) -> dict:
         raise NotImplementedError

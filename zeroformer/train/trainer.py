@@ -15,6 +15,14 @@ run killed at any moment and resumed from its latest checkpoint ends with the sa
 for bit (deterministic CPU kernels), as a run that never stopped. Evaluation runs under a forked
 RNG, so how often one evaluates never changes training.
 
+Data parallel (torchrun, zeroformer/train/distributed.py): every rank runs this loop on its share
+of each micro-batch through a DDP wrapper (`self.net`); the ranks' losses are combined into the
+one-process loss (one all_reduce per micro-batch). Only rank 0 prints, evaluates and writes
+checkpoints, none of which makes a collective call; every rank resumes from the same checkpoint.
+
+SIGTERM / SIGINT (zeroformer/train/preempt.py) end the current step, save a checkpoint and
+return with result["stopped"] set; a second signal ends the process at once.
+
 A non-finite loss stops the run with `LossDiverged` (a UserError: one line, exit 2) that names
 the step and the last good checkpoint; nothing is saved after it.
 """
@@ -35,8 +43,10 @@ from ..config import ModelConfig
 from ..errors import UserError
 from ..io import checkpoint as ckpt
 from .config import RESUMABLE_CHANGES, TrainConfig
+from . import distributed
 from .data import count_tokens, to_device
 from .optim import build_optimizer
+from .preempt import GracefulStop
 from .progress import Progress
 from .schedules import lr_at
 
@@ -111,7 +121,7 @@ class Trainer:
         self.task, self.cfg = task, cfg
         self.out = Path(out) if out is not None else None
         self.meta = dict(meta or {})  # e.g. {"recipe": "toy"}: stored in trainer_state.json
-        self.device = resolve_device(cfg.device)
+        self.world, self.device = distributed.init(resolve_device(cfg.device))
         self.asked_dtype = cfg.dtype
         dtype, self.dtype_reason = resolve_dtype(cfg.dtype, self.device)
         self.cfg = cfg = dataclasses.replace(cfg, dtype=dtype)  # saved: what actually ran
@@ -121,11 +131,21 @@ class Trainer:
         if cfg.block_size > self.model.config.max_seq_len:
             raise UserError(f"block_size={cfg.block_size} exceeds the model's "
                             f"max_seq_len={self.model.config.max_seq_len}")
+        self.net = self.model  # what the loss calls: the model, or its DDP wrapper
+        if self.world.size > 1:
+            distributed.check_batch_size(cfg.batch_size, self.world)
+            if not getattr(task, "data_parallel", True):
+                raise UserError(f"{type(task).__name__} cannot train on {self.world.size} "
+                                "processes (its loss is not one mean over counted positions; "
+                                "see zeroformer/train/task.py)")
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.optimizer = build_optimizer(self.model, cfg)
         self.step = 0
         self.log: list[dict] = []
         self.unlogged = [0.0, 0]  # [sum, count] of step losses since the last log entry
         self.last_checkpoint: Path | None = None
+        self.stopped: str | None = None  # the signal that stopped fit() early (preempt.py)
 
     # -- resume ---------------------------------------------------------------------------------
     def resume(self) -> int:
@@ -232,25 +252,26 @@ class Trainer:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         d_model = model.config.d_model
         model.train()
-        bar = Progress(self.step, cfg.max_steps, enabled=cfg.progress)
-        bar.write(f"dtype: {'bf16 autocast' if self.cfg.dtype == 'bf16' else 'fp32'} "
-                  f"({self.dtype_reason})")
+        main = self.world.main
+        bar = Progress(self.step, cfg.max_steps, enabled=cfg.progress and main)
+        if main:
+            bar.write(f"dtype: {'bf16 autocast' if self.cfg.dtype == 'bf16' else 'fp32'} "
+                      f"({self.dtype_reason})")
         t0 = time.perf_counter()
+        stop = GracefulStop(announce=main).install()  # SIGTERM / SIGINT: stop after this step
         try:
             for step in range(self.step + 1, cfg.max_steps + 1):
                 lr = lr_at(step, cfg, d_model)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
+                if self.world.size > 1:
+                    torch.manual_seed(distributed.step_seed(cfg.seed, step, self.world.rank))
                 step_loss, step_tokens = 0.0, 0
                 for micro in range(cfg.grad_accum):
                     batch = task.train_batch((step - 1) * cfg.grad_accum + micro)
                     step_tokens += count_tokens(batch)
-                    with self.autocast():
-                        loss, _ = task.loss(model, to_device(batch, self.device))
-                    value = float(loss.detach())
-                    if not math.isfinite(value):
-                        self._diverged(step, value)
-                    (loss / cfg.grad_accum).backward()
+                    value = self._micro_step(step, distributed.shard_rows(batch, self.world),
+                                             sync=micro == cfg.grad_accum - 1)
                     step_loss += value / cfg.grad_accum
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -264,21 +285,57 @@ class Trainer:
                     entry = {"step": step, "loss": self.unlogged[0] / self.unlogged[1], "lr": lr,
                              "time_s": round(time.perf_counter() - t0, 3)}
                     self.log.append(entry)
-                    bar.write(f"step {step:6d} | loss {entry['loss']:.4f} | lr {lr:.3e}")
+                    if main:
+                        bar.write(f"step {step:6d} | loss {entry['loss']:.4f} | lr {lr:.3e}")
                     self.unlogged = [0.0, 0]
-                if (cfg.eval_every and step % cfg.eval_every == 0) or last:
-                    result = self.evaluate()
+                if main and ((cfg.eval_every and step % cfg.eval_every == 0) or last):
+                    result = self.evaluate()  # rank 0 alone, on the bare model: no collective
                     if result:
                         self.log.append({"step": step, **result})
                         bar.write(f"step {step:6d} | " + " | ".join(_fmt(k, v)
                                                                     for k, v in result.items()))
-                if self.out is not None and ((cfg.save_every and step % cfg.save_every == 0)
-                                             or last):
+                saving = (cfg.save_every and step % cfg.save_every == 0) or last
+                if main and self.out is not None and saving:
                     self.save()
+                if not last and self._should_stop(stop):
+                    if main and self.out is not None and not saving:
+                        self.save()
+                    self.stopped = stop.received or "a signal to another rank"
+                    break
         finally:
+            stop.restore()
             bar.close()
-        task.on_end(model)
-        return {"step": self.step, "log": self.log, "checkpoint": self.last_checkpoint}
+        if main and not self.stopped:
+            task.on_end(model)
+        return {"step": self.step, "log": self.log, "checkpoint": self.last_checkpoint,
+                "stopped": self.stopped}
+
+    def _should_stop(self, stop: GracefulStop) -> bool:
+        """Whether a stop signal came (to any rank: all ranks must leave after the same step)."""
+        flag = stop.received is not None
+        if self.world.size > 1:
+            flag = distributed.all_sum([float(flag)], self.device)[0] > 0
+        return flag
+
+    def _micro_step(self, step: int, batch, sync: bool) -> float:
+        """Forward + backward of one micro-batch (this rank's rows); returns the loss of the
+        whole micro-batch, as one process would compute it (see the module docstring)."""
+        net, accum = self.net, self.cfg.grad_accum
+        quiet = contextlib.nullcontext() if sync or net is self.model else net.no_sync()
+        with quiet:  # forward and backward: DDP decides whether to all_reduce in forward
+            with self.autocast():
+                loss, n = self.task.loss(net, to_device(batch, self.device))
+            value, scale = float(loss.detach()), 1.0
+            if self.world.size > 1:
+                n_all, weighted = distributed.all_sum([n, value * n if n else 0.0], self.device)
+                value = weighted / n_all if n_all else float("nan")
+                scale = n * self.world.size / n_all if n_all else 0.0
+                if not n:  # no counted positions here: a zero gradient, still all-reduced
+                    loss = torch.nan_to_num(loss, nan=0.0)
+            if not math.isfinite(value):
+                self._diverged(step, value)
+            (loss * scale / accum if scale != 1.0 else loss / accum).backward()
+        return value
 
     def _diverged(self, step: int, value: float):
         where = (f"last good checkpoint: {self.last_checkpoint}" if self.last_checkpoint
