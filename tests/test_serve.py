@@ -187,6 +187,11 @@ def test_stop_string_cuts_the_text(client, lm):
     streamed = client.completions.create(model="tiny", prompt="to be or", max_tokens=60,
                                          temperature=0, stop=stop, stream=True)
     assert "".join(c.choices[0].text for c in streamed) == cut.choices[0].text
+    # a reply that ends in the first character of a stop string: held back, then shown at the end
+    almost = full[-1] + "#"                                # '#' is not in the vocabulary
+    streamed = client.completions.create(model="tiny", prompt="to be or", max_tokens=60,
+                                         temperature=0, stop=almost, stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == full
 
 
 def test_seeded_sampling_equals_generate(client, lm):
@@ -319,12 +324,14 @@ def test_openai_client_sees_404_and_400(client):
 
 def test_full_queue_is_429_and_a_gone_client_frees_its_slot(server, client):
     """SLOTS streams fill every place (--max-queue 0): one more is 429. Closing the streams
-    cancels them: the engine has nothing running long before they could have finished."""
+    cancels them in the engine (not left to run to max_tokens): their slots free."""
     import httpx
     import openai
 
     body = {**GOOD, "max_tokens": MAX_TOKENS, "stream": True, "ignore_eos": True}
     c = httpx.Client(timeout=60, headers={"Authorization": f"Bearer {KEY}"})
+    health = lambda: httpx.get(server + "/health").json()["models"]["tiny"]  # noqa: E731
+    cancelled = health()["cancelled"]
     streams = []
     for _ in range(SLOTS):
         s = c.stream("POST", server + "/v1/completions", json=body)
@@ -335,14 +342,15 @@ def test_full_queue_is_429_and_a_gone_client_frees_its_slot(server, client):
         streams.append((s, lines))
     with pytest.raises(openai.RateLimitError):
         client.completions.create(model="tiny", prompt="x", max_tokens=2)
-    assert httpx.get(server + "/health").json()["models"]["tiny"]["running"] == SLOTS
+    assert health()["running"] == SLOTS
     for s, _ in streams:
         s.__exit__(None, None, None)
     c.close()
     deadline = time.monotonic() + 60
-    while httpx.get(server + "/health").json()["models"]["tiny"]["running"]:
+    while health()["running"]:
         assert time.monotonic() < deadline, "cancelled requests still hold their slots"
         time.sleep(0.1)
+    assert health()["cancelled"] == cancelled + SLOTS
     assert client.completions.create(model="tiny", prompt="x", max_tokens=2).choices
 
 

@@ -62,7 +62,7 @@ def make_app(state) -> FastAPI:
         """Liveness, and per language model its requests running (in slots) and queued."""
         return {"status": "ok", "models": {
             n: {"running": len(s.engine.running), "queued": len(s.engine.queue),
-                "slots": s.engine.max_batch}
+                "slots": s.engine.max_batch, "cancelled": state.loop.cancelled[n]}
             for n, s in state.models.items() if s.kind == "lm"}}
 
     @app.get("/v1/models")

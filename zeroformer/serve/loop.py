@@ -45,6 +45,7 @@ class DecodingLoop:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.wake = threading.Event()
         self.jobs: dict[tuple[str, int], Job] = {}
+        self.cancelled = {name: 0 for name in engines}   # requests cancelled (/health shows it)
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="zeroformer-decode", daemon=True)
 
@@ -95,7 +96,7 @@ class DecodingLoop:
                     continue
                 self.jobs[job.model, job.rid] = job
             elif job.rid is not None and (job.model, job.rid) in self.jobs:
-                engine.cancel(job.rid)
+                self.cancelled[job.model] += engine.cancel(job.rid)
 
     def _step(self, name: str, engine) -> None:
         try:
