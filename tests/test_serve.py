@@ -386,3 +386,34 @@ def test_bad_serve_flags_exit_2(models, capsys):
     assert main(["serve", "--model", str(models / "lm"), "--name", "a", "--name", "b"]) == 2
     assert main(["serve", "--model", str(models / "nope")]) == 2
     assert capsys.readouterr().err.count("zeroformer: error:") == 3
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_smollm2_chat_equals_zeroformer_chat(models, tmp_path):
+    """SmolLM2's own chat template (from its GGUF): the server's greedy reply, streamed or not,
+    equals inference/chat.py:reply (what `zeroformer chat` prints) for the same messages."""
+    import openai
+
+    from requires import require_data
+    from zeroformer.inference.chat import reply
+    from zeroformer.inference.load import load_lm
+
+    path = require_data("smollm2")
+    proc, url = start_server(["--model", str(path), "--name", "smollm2", "--max-batch", "2",
+                              "--max-len", "512"], tmp_path / "log")
+    try:
+        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        messages = [{"role": "system", "content": "You are a helpful assistant."},
+                    {"role": "user", "content": "What is the capital of France?"}]
+        r = c.chat.completions.create(model="smollm2", messages=messages, max_tokens=16,
+                                      temperature=0)
+        streamed = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+            model="smollm2", messages=messages, max_tokens=16, temperature=0, stream=True))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    model, tok = load_lm(path)
+    expect = reply(model, tok, messages, 16, out=io.StringIO())
+    assert "Paris" in expect
+    assert r.choices[0].message.content.strip() == expect == streamed.strip()

@@ -93,9 +93,11 @@ class State:
         self.pending[name] -= 1
 
 
-def load_models(paths, names=None, max_batch: int = 8, dtype=None, int8=False, int4=False,
-                report=None) -> dict:
-    """{name: Served} of every model path (`names`: one per path, else each path's stem)."""
+def load_models(paths, names=None, max_batch: int = 8, max_len: int = 2048, dtype=None,
+                int8=False, int4=False, report=None) -> dict:
+    """{name: Served} of every model path (`names`: one per path, else each path's stem). A
+    language model's engine has `max_batch` slots of min(max_len, its context) positions (the
+    KV cache is allocated once: max_batch x max_len positions per layer)."""
     from ..batching import BatchEngine
     from ..inference.load import load_any, max_length_of
 
@@ -110,7 +112,8 @@ def load_models(paths, names=None, max_batch: int = 8, dtype=None, int8=False, i
         kind, model, tok = load_any(path, dtype, int8, int4, report)
         served = Served(name, kind, model, tok, str(path))
         if kind == "lm":
-            served.engine = BatchEngine(model, max_batch=max_batch)
+            served.engine = BatchEngine(model, max_batch=max_batch,
+                                        max_len=min(max_len, model.config.max_seq_len))
         else:
             served.max_length = max_length_of(model, path)
         out[name] = served
@@ -118,7 +121,7 @@ def load_models(paths, names=None, max_batch: int = 8, dtype=None, int8=False, i
 
 
 def run(paths, names=None, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 8,
-        max_tokens: int = 512, api_key: str | None = None, max_queue: int = 64,
+        max_tokens: int = 512, max_len: int = 2048, api_key: str | None = None, max_queue: int = 64,
         max_body: int = 1 << 20, dtype=None, int8=False, int4=False, report=None,
         log_level: str = "info", shutdown_timeout: int = 3) -> int:
     """Load the models and serve them until SIGTERM / Ctrl-C -> 0."""
@@ -130,10 +133,11 @@ def run(paths, names=None, host: str = "127.0.0.1", port: int = 8000, max_batch:
         raise UserError(f"`zeroformer serve` needs fastapi and uvicorn ({e}); "
                         "pip install 'zeroformer[serve]'") from None
     for flag, value, low in (("--max-batch", max_batch, 1), ("--max-tokens", max_tokens, 1),
-                             ("--max-queue", max_queue, 0), ("--port", port, 0)):
+                             ("--max-queue", max_queue, 0), ("--port", port, 0),
+                             ("--max-len", max_len, 2)):
         if value < low:
             raise UserError(f"{flag} must be >= {low} (got {value})")
-    models = load_models(paths, names, max_batch, dtype, int8, int4, report)
+    models = load_models(paths, names, max_batch, max_len, dtype, int8, int4, report)
     state = State(models, max_tokens, api_key, max_batch + max_queue, max_body)
     app = make_app(state)
     state.loop.start()
