@@ -269,6 +269,7 @@ LONG = "to be or not to be, " * 110            # 2200 characters: over the 2048-
     ("/v1/completions", [1, 2], 400, None),
     ("/v1/completions", {"model": "tiny"}, 400, "prompt"),
     ("/v1/completions", {"prompt": "x"}, 400, "model"),
+    ("/v1/completions", {**GOOD, "model": None}, 400, "model"),
     ("/v1/chat/completions", {"model": "tiny", "messages": []}, 400, "messages"),
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"content": "x"}]}, 400,
      "messages.0.role"),
@@ -309,6 +310,12 @@ def test_wrong_or_missing_api_key_is_401(server, key):
     bad = openai.OpenAI(base_url=server + "/v1", api_key=key or "x", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
+
+
+def test_null_fields_mean_their_defaults(server):
+    body = {**GOOD, "top_p": None, "stop": None, "seed": None, "top_k": None, "n": None}
+    r = _post(server, "/v1/completions", body)
+    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length"
 
 
 def test_openai_client_sees_404_and_400(client):

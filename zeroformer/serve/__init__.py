@@ -81,16 +81,22 @@ class State:
             raise ApiError(400, f"{name!r} is not an embedding model", param="model")
         return served
 
-    def admit(self, name: str) -> None:
-        """Take a place for one request (running or queued); 429 when all are taken."""
+    def admit(self, name: str):
+        """Take a place for one request (running or queued); 429 when all are taken. -> a
+        function that gives it back (once, however often it is called)."""
         if self.pending[name] >= self.max_pending:
             raise ApiError(429, f"too many requests for {name!r} ({self.max_pending} running or "
                            "queued); retry later", type="rate_limit_error",
                            code="rate_limit_exceeded")
         self.pending[name] += 1
+        held = [True]
 
-    def release(self, name: str) -> None:
-        self.pending[name] -= 1
+        def release():
+            if held:
+                held.clear()
+                self.pending[name] -= 1
+
+        return release
 
 
 def load_models(paths, names=None, max_batch: int = 8, max_len: int = 2048, dtype=None,

@@ -170,8 +170,8 @@ def checked(state, served, req, ids: list[int], chat: bool) -> tuple[dict, Detok
 
 async def answer(state, served, req, ids, chat: bool, request: Request):
     add, detok = checked(state, served, req, ids, chat)
-    state.admit(served.name)                     # 429 when the queue is full
-    pieces = run_job(state, served.name, add, detok, request, poll=not req.stream)
+    release = state.admit(served.name)           # 429 when the queue is full
+    pieces = run_job(state, served.name, add, detok, request, not req.stream, release)
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     head = {"id": rid, "object": "chat.completion" if chat else "text_completion",
             "created": int(time.time()), "model": req.model}
@@ -219,15 +219,30 @@ async def answer(state, served, req, ids, chat: bool, request: Request):
             yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage()})}\n\n"
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(sse(), media_type="text/event-stream")
+    return _Stream(sse(), release, media_type="text/event-stream")
+
+
+class _Stream(StreamingResponse):
+    """A StreamingResponse that gives back the request's place in the queue bound however it
+    ends (also when the client left before the body started, so the generator never ran)."""
+
+    def __init__(self, content, on_close, **kw):
+        super().__init__(content, **kw)
+        self.on_close = on_close
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
 
 
 async def run_job(state, name: str, add: dict, detok: Detokenizer, request: Request,
-                  poll: bool):
+                  poll: bool, release):
     """Submit one job to the decoding loop; yield each new piece of its reply's text (from
     `detok`). When the consumer stops early (a streaming client gone: the generator is
     cancelled) or, with `poll`, the client disconnects, the job is cancelled so its slot frees.
-    Always gives back its place in the queue bound."""
+    Always gives back its place in the queue bound (`release`)."""
     events: asyncio.Queue = asyncio.Queue()
     job = Job(name, add, asyncio.get_running_loop(), events)
     done = False
@@ -251,4 +266,4 @@ async def run_job(state, name: str, add: dict, detok: Detokenizer, request: Requ
     finally:
         if not done:
             state.loop.cancel(job)
-        state.release(name)
+        release()

@@ -55,11 +55,12 @@ class Embeddings(_Body):
 
 
 def parse(schema, data):
-    """data (parsed JSON) -> a `schema` instance, or ApiError 400 naming the first bad field."""
+    """data (parsed JSON) -> a `schema` instance, or ApiError 400 naming the first bad field.
+    A field sent as null means its default (as OpenAI's API takes it)."""
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
     try:
-        return schema.model_validate(data)
+        return schema.model_validate({k: v for k, v in data.items() if v is not None})
     except ValidationError as e:
         err = e.errors()[0]
         param = ".".join(str(x) for x in err["loc"]) or None
