@@ -23,8 +23,8 @@ from starlette.exceptions import HTTPException
 from ..errors import UserError
 from ..inference.chat import END_OF_TURN, render
 from ..inference.text import encode_prompt, eos_ids, stop_on_strings
-from .loop import Job
 from .errors import ApiError
+from .loop import Job
 from .schemas import Chat, Completion, Detokenizer, Embeddings, message_text, parse
 
 
