@@ -245,14 +245,14 @@ def test_embeddings_equal_zeroformer_embed(client, models, capsys, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------- errors
-def _post(url, path, body, key=KEY, **kw):
+def _post(url, path, body, key=KEY, timeout=60):
     import httpx
 
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     if not isinstance(body, (bytes, str)):
         body = json.dumps(body)
     return httpx.post(url + path, content=body, headers={**headers, "Content-Type":
-                                                        "application/json"}, timeout=60, **kw)
+                                                        "application/json"}, timeout=timeout)
 
 
 GOOD = {"model": "tiny", "prompt": "to be", "max_tokens": 3, "temperature": 0}
@@ -361,6 +361,21 @@ def test_full_queue_is_429_and_a_gone_client_frees_its_slot(server, client):
     assert client.completions.create(model="tiny", prompt="x", max_tokens=2).choices
 
 
+def test_a_gone_non_streaming_client_is_cancelled(server):
+    import httpx
+
+    health = lambda: httpx.get(server + "/health").json()["models"]["tiny"]  # noqa: E731
+    cancelled = health()["cancelled"]
+    with pytest.raises(httpx.TimeoutException):     # the client gives up and closes
+        _post(server, "/v1/completions", {**GOOD, "max_tokens": MAX_TOKENS, "ignore_eos": True},
+              timeout=0.3)
+    deadline = time.monotonic() + 60
+    while health()["cancelled"] == cancelled:
+        assert time.monotonic() < deadline, "the request of a gone client was not cancelled"
+        time.sleep(0.1)
+    assert health()["running"] == 0
+
+
 def test_sigterm_finishes_and_exits_0(models, tmp_path):
     import openai
 
@@ -392,7 +407,12 @@ def test_bad_serve_flags_exit_2(models, capsys):
     assert main(["serve", "--model", str(models / "lm"), "--max-batch", "0"]) == 2
     assert main(["serve", "--model", str(models / "lm"), "--name", "a", "--name", "b"]) == 2
     assert main(["serve", "--model", str(models / "nope")]) == 2
-    assert capsys.readouterr().err.count("zeroformer: error:") == 3
+    with socket.socket() as s:                       # a port someone else listens on
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = str(s.getsockname()[1])
+        assert main(["serve", "--model", str(models / "lm"), "--port", port]) == 2
+    assert capsys.readouterr().err.count("zeroformer: error:") == 4
 
 
 @pytest.mark.slow

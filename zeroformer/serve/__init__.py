@@ -126,6 +126,19 @@ def load_models(paths, names=None, max_batch: int = 8, max_len: int = 2048, dtyp
     return out
 
 
+def _check_address(host: str, port: int) -> None:
+    """UserError now (before the models load) when host:port cannot be listened on."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(infos[0][4])
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+
+
 def run(paths, names=None, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 8,
         max_tokens: int = 512, max_len: int = 2048, api_key: str | None = None, max_queue: int = 64,
         max_body: int = 1 << 20, dtype=None, int8=False, int4=False, report=None,
@@ -143,6 +156,7 @@ def run(paths, names=None, host: str = "127.0.0.1", port: int = 8000, max_batch:
                              ("--max-len", max_len, 2)):
         if value < low:
             raise UserError(f"{flag} must be >= {low} (got {value})")
+    _check_address(host, port)
     models = load_models(paths, names, max_batch, max_len, dtype, int8, int4, report)
     state = State(models, max_tokens, api_key, max_batch + max_queue, max_body)
     app = make_app(state)

@@ -248,12 +248,17 @@ async def run_job(state, name: str, add: dict, detok: Detokenizer, request: Requ
     done = False
     try:
         state.loop.submit(job)
+        checked = time.monotonic()
         while True:
             try:
                 kind, value = await asyncio.wait_for(events.get(), 0.5)
             except asyncio.TimeoutError:
-                if poll and await request.is_disconnected():
+                kind = None
+            if poll and time.monotonic() - checked >= 0.5:     # is the client still there?
+                checked = time.monotonic()
+                if await request.is_disconnected():
                     return
+            if kind is None:
                 continue
             if kind == "token":
                 yield detok.add(value)
