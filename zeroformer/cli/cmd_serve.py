@@ -4,7 +4,7 @@
 (/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /health) with streaming and
 continuous batching.
 
-Each model is served under its file or folder stem (or --name, one per --model). Binds to
+Each model is served under its file or folder stem, or under the --name of the same rank. Binds to
 127.0.0.1 unless --host says otherwise; SIGTERM or Ctrl-C stops it. The server itself is
 zeroformer/serve/ (needs `pip install 'zeroformer[serve]'`).
 """
@@ -23,7 +23,8 @@ def register(sub):
                    help="a language model or BERT encoder (checkpoint, HF folder, .gguf); "
                         "repeatable")
     p.add_argument("--name", action="append", default=[], metavar="NAME",
-                   help="the name clients use for each --model, in order (default: its stem)")
+                   help="the name clients use for the --model of the same rank (repeatable; "
+                        "a model without one: its file or folder stem)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch", type=int, default=8, metavar="N",

@@ -101,18 +101,19 @@ class State:
 
 def load_models(paths, names=None, max_batch: int = 8, max_len: int = 2048, dtype=None,
                 int8=False, int4=False, report=None) -> dict:
-    """{name: Served} of every model path (`names`: one per path, else each path's stem). A
+    """{name: Served} of every model path (names[i] names paths[i]; a path without one is named
+    by its stem). A
     language model's engine has `max_batch` slots of min(max_len, its context) positions (the
     KV cache is allocated once: max_batch x max_len positions per layer)."""
     from ..batching import BatchEngine
     from ..inference.load import load_any, max_length_of
 
     names = list(names or [])
-    if names and len(names) != len(paths):
+    if len(names) > len(paths):
         raise UserError(f"--name given {len(names)} times for {len(paths)} --model")
     out = {}
     for i, path in enumerate(paths):
-        name = names[i] if names else Path(path).stem
+        name = names[i] if i < len(names) else Path(path).stem
         if name in out:
             raise UserError(f"two models are named {name!r}; give each a --name")
         kind, model, tok = load_any(path, dtype, int8, int4, report)
