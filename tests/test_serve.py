@@ -282,6 +282,14 @@ LONG = "to be or not to be, " * 110            # 2200 characters: over the 2048-
     ("/v1/completions", {**GOOD, "max_tokens": -1}, 400, "max_tokens"),
     ("/v1/completions", {**GOOD, "n": 2}, 400, "n"),
     ("/v1/completions", {**GOOD, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
+    ("/v1/completions", {**GOOD, "logprobs": 2}, 400, "logprobs"),
+    ("/v1/completions", {**GOOD, "echo": True}, 400, "echo"),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}],
+                              "tools": [{"type": "function", "function": {"name": "f"}}]}, 400,
+     "tools"),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}],
+                              "response_format": {"type": "json_object"}}, 400,
+     "response_format"),
     ("/v1/completions", {**GOOD, "prompt": [1, 10 ** 6]}, 400, "prompt"),
     ("/v1/completions", {**GOOD, "prompt": ""}, 400, "prompt"),
     ("/v1/completions", {**GOOD, "prompt": LONG}, 400, "prompt"),
@@ -313,7 +321,8 @@ def test_wrong_or_missing_api_key_is_401(server, key):
 
 
 def test_null_fields_mean_their_defaults(server):
-    body = {**GOOD, "top_p": None, "stop": None, "seed": None, "top_k": None, "n": None}
+    body = {**GOOD, "top_p": None, "stop": None, "seed": None, "top_k": None, "n": None,
+            "logprobs": False, "echo": False, "tools": [], "response_format": {"type": "text"}}
     r = _post(server, "/v1/completions", body)
     assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length"
 

@@ -138,6 +138,9 @@ def checked(state, served, req, ids: list[int], chat: bool) -> tuple[dict, Detok
     for what the request cannot have."""
     if req.n != 1:
         raise ApiError(400, "only n=1 is supported", param="n")
+    field = req.unsupported()
+    if field:
+        raise ApiError(400, f"{field} is not supported by this server", param=field)
     if not ids:
         raise ApiError(400, "the prompt is empty (no tokens)", param="prompt")
     context = served.engine.max_len

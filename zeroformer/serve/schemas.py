@@ -33,6 +33,22 @@ class Sampling(_Body):
     n: int = Field(1, ge=1)
     stream: bool = False
     stream_options: Optional[dict] = None
+    logprobs: Union[bool, int, None] = None      # not implemented: refused when asked for
+    echo: bool = False
+    tools: Optional[list] = None
+    response_format: Optional[dict] = None
+
+    def unsupported(self) -> str | None:
+        """The first field asked for that this server does not implement (a 400), or None."""
+        if self.logprobs:
+            return "logprobs"
+        if self.echo:
+            return "echo"
+        if self.tools:
+            return "tools"
+        if self.response_format and self.response_format.get("type", "text") != "text":
+            return "response_format"
+        return None
 
 
 class Completion(Sampling):
