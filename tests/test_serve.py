@@ -87,7 +87,8 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(models):
     proc, url = start_server(["--model", str(models / "lm"), "--model", str(models / "bert"),
-                              "--name", "tiny", "--name", "bert", "--max-batch", str(SLOTS),
+                              "--model", str(models / "lm"), "--name", "tiny", "--name", "bert",
+                              "--name", "tiny2", "--max-batch", str(SLOTS),
                               "--max-queue", "0", "--max-tokens", str(MAX_TOKENS),
                               "--api-key", KEY], models / "server.log")
     yield url
@@ -120,7 +121,7 @@ def reference(model, tok, ids, max_new, eos, **sampling):
 
 
 def test_models_list(client):
-    assert [m.id for m in client.models.list().data] == ["tiny", "bert"]
+    assert [m.id for m in client.models.list().data] == ["tiny", "bert", "tiny2"]
 
 
 @pytest.mark.parametrize("prompt,n", [("to be or not", 40), ("the question is", 7)])
@@ -207,23 +208,26 @@ def test_seeded_sampling_equals_generate(client, lm):
 
 
 def test_concurrent_requests_each_equal_alone(client):
+    """Requests to two language models (one decoding loop steps both engines) at once."""
     asks = [dict(prompt="to be", max_tokens=30, temperature=0),
             dict(prompt="or not to be, that", max_tokens=45, temperature=0),
             dict(prompt="whether", max_tokens=20, temperature=1.0, seed=3),
             dict(prompt="tis nobler in the mind", max_tokens=35, temperature=0.7, seed=5,
                  top_p=0.8, extra_body={"repetition_penalty": 1.3, "ignore_eos": True})]
-    alone = [client.completions.create(model="tiny", **a).choices[0].text for a in asks]
+    asks += [dict(a, model="tiny2") for a in asks[:2]]
+    asks = [dict({"model": "tiny"}, **a) for a in asks]
+    alone = [client.completions.create(**a).choices[0].text for a in asks]
     together = [None] * len(asks)
 
     def ask(i):
-        together[i] = client.completions.create(model="tiny", **asks[i]).choices[0].text
+        together[i] = client.completions.create(**asks[i]).choices[0].text
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(asks))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
-    assert together == alone
+    assert together == alone and alone[4:] == alone[:2]
 
 
 def test_embeddings_equal_zeroformer_embed(client, models, capsys, monkeypatch):
