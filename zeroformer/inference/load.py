@@ -90,6 +90,24 @@ def load_encoder(path, classifier: bool = False, dtype=None, int8: bool = False,
     return loaded.finish(), tok
 
 
+def load_any(path, dtype=None, int8: bool = False, int4: bool = False, report=None):
+    """A language model (decoder-only) or a BERT encoder, whichever `path` holds, for a server
+    that serves both -> (kind "lm" | "encoder", model, tokenizer)."""
+    from .. import load_tokenizer
+
+    loaded = _Loaded(path, dtype, int8, int4, report)
+    arch = getattr(loaded.model.config, "arch", None)
+    if arch not in ("decoder", "encoder"):
+        raise UserError(f"{path}: cannot serve arch={arch!r} (a language model or a BERT "
+                        "encoder is served)")
+    tok = loaded.model.tokenizer
+    if tok is None and arch == "encoder":
+        tok = load_tokenizer(path)
+    if tok is None:
+        raise UserError(f"{path}: the model has no tokenizer")
+    return ("lm" if arch == "decoder" else "encoder"), loaded.finish(), tok
+
+
 def max_length_of(model, path, override=None) -> int:
     """Tokens per text for embedding: `override`, else sentence_bert_config.json's
     max_seq_length in `path`, else the position table; never more than the position table."""
