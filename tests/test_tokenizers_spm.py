@@ -19,7 +19,7 @@ EXTRA = [
     "ｆｕｌｌ　ｗｉｄｔｈ ﬁ ① ™ ½ Ⅻ", "🦙🤖 emoji 👨‍👩‍👧",
     "def f(x):\n    return x**2  # 1234567\n", "a<sep>b xyzq<sep>", "<sep> <sep><sep>",
     "To be, or not to be: that is the question.",
-    "aaa bbb lll ooo sss eee ttt mmm", "lllllll!!!!!", "1   2     3       4", "Hellllo   wooorld",
+    "aaa bbb lll ooo sss eee ttt mmm", "aaaaaaa ooooooo ....... lll --- blllll =======", "lllllll!!!!!", "1   2     3       4", "Hellllo   wooorld",
     "ㄱㅏ ㅎㅏㄴ 가 \u1100\u1161\u11a8 e\u0301\u0323 ｶﾞ ﾊﾟ A\u030a\u0301", "\u00a0\u2000\u3000x\ufeff\u00ad",
 ]
 
