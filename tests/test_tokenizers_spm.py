@@ -6,9 +6,9 @@ import io
 import random
 
 import pytest
-
 from requires import require_data, require_package
 from test_tokenizers_texts import TEXTS, random_texts
+
 from zeroformer.errors import UserError
 from zeroformer.tokenizers import load_tokenizer
 from zeroformer.tokenizers.sentencepiece import SentencePieceTokenizer
@@ -68,7 +68,7 @@ def test_mistral_decode_any_ids_equal_library(mistral):
     with ▁ anywhere) decode as the library decodes them."""
     ours, ref, _ = mistral
     r = random.Random(1)
-    pools = [list(range(0, 3)), list(range(3, 259)), list(range(259, 400)), list(range(32000))]
+    pools = [list(range(3)), list(range(3, 259)), list(range(259, 400)), list(range(32000))]
     for _ in range(300):
         ids = [r.choice(r.choice(pools)) for _ in range(r.randint(0, 12))]
         assert ours.decode(ids, skip_special_tokens=True) == ref.decode(ids), ids
@@ -139,3 +139,26 @@ def test_hostile_model_files(mistral, tmp_path):
         p.write_bytes(data)
         with pytest.raises(UserError, match=name):
             load_tokenizer(p)
+
+
+def test_written_model_files_load_in_the_library(mistral, tmp_path):
+    """spm_proto.serialize_model: parse(serialize(spec)) == spec, and a vocabulary read from
+    llama.cpp's GGUF, saved as tokenizer.model, encodes in the library as ours does."""
+    import types
+
+    from zeroformer.io.files import attach_tokenizer
+    from zeroformer.tokenizers import spm_proto
+
+    spm = require_package("sentencepiece")
+    ours, _, _ = mistral
+    spec = spm_proto.parse_model(spm_proto.serialize_model(ours.spec))
+    assert vars(spec) == vars(ours.spec)
+    gguf = load_tokenizer(require_data("llama-cpp-vocab") / "ggml-vocab-llama-spm.gguf")
+    saved = gguf.save(tmp_path / "tokenizer.json")  # what a checkpoint writer asks for
+    assert saved == tmp_path / "tokenizer.model" and not (tmp_path / "tokenizer.json").exists()
+    ref = spm.SentencePieceProcessor(model_file=str(saved))
+    assert (ref.bos_id(), ref.eos_id(), ref.unk_id()) == (1, 2, 0)
+    assert_same(gguf, ref, texts(50), "gguf")
+    model = types.SimpleNamespace(tokenizer=None)  # a folder with tokenizer.model gets it
+    attach_tokenizer(model, tmp_path, strict=True)
+    assert model.tokenizer.encode(TEXTS[2]) == gguf.encode(TEXTS[2])

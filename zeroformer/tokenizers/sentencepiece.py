@@ -17,7 +17,8 @@ Conventions (our Tokenizer base's, not the library's, where they differ):
   ``skip_special_tokens=True`` (which equals the library).
 - ``add_special_tokens=True`` puts ``<bos>`` in front (LLaMA); the library adds nothing by default.
 - user-defined pieces are matched by the algorithm (never normalized or split), as the library.
-- `save` writes the original ``.model`` bytes (a folder gets ``tokenizer.model``).
+- `save` writes the ``.model`` file (a folder, or a checkpoint's ``tokenizer.json``, gets
+  ``tokenizer.model``); spm_proto.serialize_model writes one for a vocabulary read from GGUF.
 """
 
 from __future__ import annotations
@@ -187,12 +188,16 @@ class SentencePieceTokenizer(Tokenizer):
         raise UserError("a SentencePiece tokenizer saves as its .model file (use save)")
 
     def save(self, path) -> Path:
-        """Write the original ``.model`` bytes (atomically); a folder gets ``tokenizer.model``."""
+        """Write the ``.model`` file (atomically): the bytes it was read from, else the spec
+        serialized (a GGUF vocabulary). A folder, or the ``tokenizer.json`` a checkpoint writer
+        asks for, gets ``tokenizer.model`` beside it. Returns the path written."""
         p = Path(path)
         if p.is_dir() or not p.suffix:
             p = p / MODEL_FILE
+        elif p.suffix == ".json":
+            p = p.with_name(MODEL_FILE)
         if self.model_bytes is None:
-            raise UserError("this SentencePiece tokenizer has no .model bytes to save")
+            self.model_bytes = P.serialize_model(self.spec)
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-" + p.name)
         with os.fdopen(fd, "wb") as f:

@@ -187,3 +187,56 @@ def _normalizer(buf, span, spec):
             spec.remove_extra_whitespaces = bool(v)
         elif num == 5 and wt == 0:
             spec.escape_whitespaces = bool(v)
+
+
+# ---- writer --------------------------------------------------------------------------------
+def _put_varint(out: bytearray, v: int):
+    v &= (1 << 64) - 1  # negative int32 -> 10-byte two's complement, as protobuf writes it
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+
+
+def _put(out: bytearray, num: int, value):
+    """One field: int/bool -> varint, float -> fixed32, str/bytes -> length-delimited."""
+    if isinstance(value, float):
+        _put_varint(out, num << 3 | 5)
+        out += struct.pack("<f", value)
+    elif isinstance(value, (bool, int)):
+        _put_varint(out, num << 3 | 0)
+        _put_varint(out, int(value))
+    else:
+        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        _put_varint(out, num << 3 | 2)
+        _put_varint(out, len(data))
+        out += data
+
+
+def serialize_model(spec: ModelSpec) -> bytes:
+    """ModelSpec -> a serialized ModelProto that the `sentencepiece` library loads (tested)."""
+    out = bytearray()
+    for p in spec.pieces:
+        msg = bytearray()
+        _put(msg, 1, p.piece)
+        _put(msg, 2, float(p.score))
+        _put(msg, 3, int(p.type))
+        _put(out, 1, msg)
+    ids = {p.piece: i for i, p in enumerate(spec.pieces)}
+    role_id = {name: ids.get(getattr(spec, f"{name}_piece"), -1)
+               for name in ("unk", "bos", "eos", "pad")}
+    trainer = bytearray()
+    for num, v in ((3, spec.model_type), (4, len(spec.pieces)),
+                   (24, spec.treat_whitespace_as_suffix), (25, spec.split_digits), (35, spec.byte_fallback), (40, role_id["unk"]),
+                   (41, role_id["bos"]), (42, role_id["eos"]), (43, role_id["pad"]),
+                   (44, spec.unk_surface), (45, spec.unk_piece), (46, spec.bos_piece),
+                   (47, spec.eos_piece), (48, spec.pad_piece)):
+        _put(trainer, num, v)
+    _put(out, 2, trainer)
+    norm = bytearray()
+    for num, v in ((1, spec.normalizer_name), (2, spec.precompiled_charsmap),
+                   (3, spec.add_dummy_prefix), (4, spec.remove_extra_whitespaces),
+                   (5, spec.escape_whitespaces)):
+        _put(norm, num, v)
+    _put(out, 3, norm)
+    return bytes(out)
