@@ -162,3 +162,14 @@ def test_written_model_files_load_in_the_library(mistral, tmp_path):
     model = types.SimpleNamespace(tokenizer=None)  # a folder with tokenizer.model gets it
     attach_tokenizer(model, tmp_path, strict=True)
     assert model.tokenizer.encode(TEXTS[2]) == gguf.encode(TEXTS[2])
+
+
+def test_tokenize_cli_on_a_model_file(mistral, capsys):
+    from zeroformer.cli import main
+
+    _, ref, path = mistral
+    text = "Hello world 🦙"
+    assert main(["tokenize", "-t", str(path), "--pieces", text]) == 0
+    assert capsys.readouterr().out.split() == ref.encode(text, out_type=str)
+    assert main(["tokenize", "-t", str(path), "--special", text]) == 0
+    assert [int(x) for x in capsys.readouterr().out.split()] == [ref.bos_id()] + ref.encode(text)

@@ -60,7 +60,7 @@ class SentencePieceTokenizer(Tokenizer):
         self.vocab, self.reserved = {}, {}
         for i, p in enumerate(spec.pieces):
             table = self.vocab if p.type in normal else self.reserved
-            if p.piece in table or (p.piece in self.vocab or p.piece in self.reserved):
+            if p.piece in self.vocab or p.piece in self.reserved:
                 raise UserError(f"{source}: piece {p.piece!r} appears twice (ids "
                                 f"{self.piece_id(p.piece)} and {i})")
             table[p.piece] = i
