@@ -173,3 +173,20 @@ def test_tokenize_cli_on_a_model_file(mistral, capsys):
     assert capsys.readouterr().out.split() == ref.encode(text, out_type=str)
     assert main(["tokenize", "-t", str(path), "--special", text]) == 0
     assert [int(x) for x in capsys.readouterr().out.split()] == [ref.bos_id()] + ref.encode(text)
+
+
+def test_hf_llama_folder_with_tokenizer_model(mistral, tmp_path):
+    """A llama folder without tokenizer.json: tokenizer.model + tokenizer_config.json's flags."""
+    import json
+
+    _, ref, path = mistral
+    (tmp_path / "tokenizer.model").write_bytes(path.read_bytes())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"add_bos_token": True, "add_eos_token": True, "chat_template": "{{ bos_token }}x"}))
+    tok = load_tokenizer(tmp_path)
+    assert tok.encode("Hi there", add_special_tokens=True) == \
+        [ref.bos_id()] + ref.encode("Hi there") + [ref.eos_id()]
+    assert tok.chat_template == "{{ bos_token }}x"
+    (tmp_path / "tokenizer_config.json").write_text("{not json")
+    with pytest.raises(UserError, match="tokenizer_config.json"):
+        load_tokenizer(tmp_path)

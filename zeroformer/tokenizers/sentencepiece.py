@@ -17,12 +17,15 @@ Conventions (our Tokenizer base's, not the library's, where they differ):
   ``skip_special_tokens=True`` (which equals the library).
 - ``add_special_tokens=True`` puts ``<bos>`` in front (LLaMA); the library adds nothing by default.
 - user-defined pieces are matched by the algorithm (never normalized or split), as the library.
+- beside a ``tokenizer.model``, a Hugging Face ``tokenizer_config.json``'s add_bos_token /
+  add_eos_token / chat_template are read (a llama folder without tokenizer.json).
 - `save` writes the ``.model`` file (a folder, or a checkpoint's ``tokenizer.json``, gets
   ``tokenizer.model``); spm_proto.serialize_model writes one for a vocabulary read from GGUF.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -42,6 +45,7 @@ class SentencePieceTokenizer(Tokenizer):
     type = "sentencepiece"
     add_bos = True
     add_eos = False
+    chat_template = None
 
     def __init__(self, spec: P.ModelSpec, model_bytes: bytes | None = None, source="<model>"):
         if spec.model_type not in (P.BPE, P.UNIGRAM):
@@ -215,7 +219,26 @@ class SentencePieceTokenizer(Tokenizer):
             buf = p.read_bytes()
         except OSError as e:
             raise UserError(f"{p}: cannot read ({e.strerror})") from None
-        return cls(P.parse_model(buf, source=p), buf, source=p)
+        tok = cls(P.parse_model(buf, source=p), buf, source=p)
+        tok._read_hf_config(p.with_name("tokenizer_config.json"))
+        return tok
+
+    def _read_hf_config(self, cfg_path: Path):
+        """A Hugging Face llama folder's tokenizer_config.json beside the model: add_bos_token /
+        add_eos_token (LlamaTokenizer's defaults: True / False) and the chat template."""
+        self.chat_template = None
+        if not cfg_path.is_file():
+            return
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError, OSError) as e:
+            raise UserError(f"{cfg_path}: unreadable ({e})") from None
+        if not isinstance(cfg, dict):
+            raise UserError(f"{cfg_path}: expected a JSON object")
+        self.add_bos = bool(cfg.get("add_bos_token", True))
+        self.add_eos = bool(cfg.get("add_eos_token", False))
+        template = cfg.get("chat_template")
+        self.chat_template = template if isinstance(template, str) else None
 
     @classmethod
     def from_bytes(cls, buf: bytes, source="<bytes>") -> SentencePieceTokenizer:
