@@ -190,3 +190,22 @@ def test_hf_llama_folder_with_tokenizer_model(mistral, tmp_path):
     (tmp_path / "tokenizer_config.json").write_text("{not json")
     with pytest.raises(UserError, match="tokenizer_config.json"):
         load_tokenizer(tmp_path)
+
+
+def test_word_cache_only_when_exact(mistral):
+    """BPE segments word by word (cached) only when no piece crosses a word start; a vocabulary
+    with such a piece (added here, written with serialize_model) segments the whole text."""
+    import copy
+
+    from zeroformer.tokenizers import spm_proto
+
+    spm = require_package("sentencepiece")
+    ours, ref, _ = mistral
+    assert ours._words is not None and len(ours._words) > 0  # the tests above went through it
+    spec = copy.deepcopy(ours.spec)
+    spec.pieces.append(spm_proto.Piece("o▁w", 0.0, spm_proto.NORMAL))
+    crossing = SentencePieceTokenizer(spec)
+    assert crossing._words is None
+    lib = spm.SentencePieceProcessor(model_proto=spm_proto.serialize_model(spec))
+    assert crossing.encode_ordinary("Hello world")[1:2] == [32000] == lib.encode("Hello world")[1:2]
+    assert_same(crossing, lib, texts(50), "crossing piece")

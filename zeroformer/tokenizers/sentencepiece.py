@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from .spm_algos import SPACE, Normalizer, bpe_segment, unigram_segment
 
 MODEL_FILE = "tokenizer.model"
 MAX_MODEL_BYTES = 1 << 30
+CACHE_LIMIT = 200_000
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -91,6 +93,12 @@ class SentencePieceTokenizer(Tokenizer):
         self.max_score = max(normal_scores + [1.1754943508222875e-38])
         self.max_len = max((len(p) for p in self.vocab), default=1)
         self.normalizer = Normalizer(spec, user, source)
+        # BPE word cache: when no piece has a space symbol after another character, no merge
+        # crosses the start of a word, so words segment alone (same pieces) and are cached.
+        sym = re.escape(SPACE if spec.escape_whitespaces else " ")
+        self._word_start = re.compile(f"(?<=[^{sym}])(?={sym})")
+        crossing = re.compile(f"[^{sym}]{sym}")
+        self._words = None if any(crossing.search(w) for w in self.vocab) else {}
         specials = {p.piece: i for i, p in enumerate(spec.pieces) if p.type == P.CONTROL}
         roles = {"unk": self.itos[self.unk_id_]}
         for role, piece in (("bos", spec.bos_piece), ("eos", spec.eos_piece),
@@ -127,9 +135,7 @@ class SentencePieceTokenizer(Tokenizer):
         if not norm:
             return []
         if self.spec.model_type == P.BPE:
-            pairs = [(w, self.piece_id(w)) for w in
-                     bpe_segment(norm, self.vocab, self.scores, self.unused, self.user,
-                                 self.user_max)]
+            pairs = [(w, self.piece_id(w)) for w in self._bpe_pieces(norm)]
         else:
             pairs = unigram_segment(norm, self.vocab, self.scores, self.unused,
                                     set(self.user.values()), self.max_len, self.unk_id_,
@@ -142,6 +148,22 @@ class SentencePieceTokenizer(Tokenizer):
             elif not (unk and prev_unk):  # a run of unknown pieces is one <unk>
                 out.append(i)
             prev_unk = unk
+        return out
+
+    def _bpe_pieces(self, norm: str) -> list[str]:
+        def seg(text):
+            return bpe_segment(text, self.vocab, self.scores, self.unused, self.user, self.user_max)
+
+        if self._words is None:
+            return seg(norm)
+        out, cache = [], self._words
+        for w in self._word_start.split(norm):
+            got = cache.get(w)
+            if got is None:
+                got = seg(w)
+                if len(cache) < CACHE_LIMIT:
+                    cache[w] = got
+            out += got
         return out
 
     # ---- decode ----------------------------------------------------------------------------
