@@ -91,7 +91,8 @@ class SentencePieceTokenizer(Tokenizer):
         normal_scores = [p.score for p in spec.pieces if p.type == P.NORMAL]
         self.min_score = min(normal_scores, default=3.4028234663852886e38)
         self.max_score = max(normal_scores + [1.1754943508222875e-38])
-        self.max_len = max((len(p) for p in self.vocab), default=1)
+        self.prefixes = ({w[:k] for w in self.vocab for k in range(1, len(w) + 1)}
+                         if spec.model_type == P.UNIGRAM else None)  # the unigram trie walk
         self.normalizer = Normalizer(spec, user, source)
         # BPE word cache: when no piece has a space symbol after another character, no merge
         # crosses the start of a word, so words segment alone (same pieces) and are cached.
@@ -138,7 +139,7 @@ class SentencePieceTokenizer(Tokenizer):
             pairs = [(w, self.piece_id(w)) for w in self._bpe_pieces(norm)]
         else:
             pairs = unigram_segment(norm, self.vocab, self.scores, self.unused,
-                                    set(self.user.values()), self.max_len, self.unk_id_,
+                                    set(self.user.values()), self.prefixes, self.unk_id_,
                                     self.min_score, self.max_score)
         out, prev_unk = [], False
         for w, i in pairs:

@@ -32,9 +32,12 @@ SPACE = "\u2581"  # ▁
 UNK_PENALTY = 10.0
 
 
+_F32 = struct.Struct("<f")
+
+
 def f32(x: float) -> float:
     """Round a Python float to the nearest float32 (the library sums scores in float)."""
-    return struct.unpack("<f", struct.pack("<f", x))[0]
+    return _F32.unpack(_F32.pack(x))[0]
 
 
 def _prefix_match(text: str, pos: int, user: dict, max_len: int) -> int:
@@ -236,9 +239,10 @@ def bpe_segment(text: str, vocab: dict, scores: list, unused: set, user: dict, u
 
 
 def unigram_segment(text: str, vocab: dict, scores: list, unused: set, user_ids: set,
-                    max_len: int, unk_id: int, min_score: float, max_score: float):
+                    prefixes: set, unk_id: int, min_score: float, max_score: float):
     """Viterbi segmentation of normalized `text` -> list of (piece, id); unknown characters come
-    back one per node with `unk_id` (the caller merges runs / falls back to bytes)."""
+    back one per node with `unk_id` (the caller merges runs / falls back to bytes). `prefixes`:
+    every prefix of every piece (the library's trie walk: stop when no piece continues)."""
     n = len(text)
     unk_score = f32(min_score - UNK_PENALTY)
     best = [0.0] * (n + 1)
@@ -248,12 +252,15 @@ def unigram_segment(text: str, vocab: dict, scores: list, unused: set, user_ids:
     for s in range(n):
         here = best[s]
         single = False
-        for L in range(1, min(max_len, n - s) + 1):
-            i = vocab.get(text[s:s + L])
+        for L in range(1, n - s + 1):
+            w = text[s:s + L]
+            if w not in prefixes:
+                break
+            i = vocab.get(w)
             if i is None or i in unused:
                 continue
             if i in user_ids:
-                cand = (f32(len(text[s:s + L].encode("utf-8")) * max_score) - 0.1) + here  # double
+                cand = (f32(len(w.encode("utf-8")) * max_score) - 0.1) + here  # in double
             else:
                 cand = f32(scores[i] + here)
             e = s + L
