@@ -57,13 +57,13 @@ def main():
         ours = SentencePieceTokenizer.from_bytes(buf)
         ref = spm.SentencePieceProcessor(model_proto=buf, num_threads=1)
 
-        def clear():
+        def clear(ours=ours):
             if ours._words is not None:
                 ours._words.clear()
 
-        t_ref, ids_ref = best_of(lambda: [ref.encode(x) for x in lines], args.repeat)
-        t_ours, ids_ours = best_of(lambda: [ours.encode_ordinary(x) for x in lines], args.repeat,
-                                   clear)
+        t_ref, ids_ref = best_of(lambda ref=ref: [ref.encode(x) for x in lines], args.repeat)
+        t_ours, ids_ours = best_of(lambda ours=ours: [ours.encode_ordinary(x) for x in lines],
+                                   args.repeat, clear)
         same = ids_ours == ids_ref
         print(f"{name}: {n:,} chars in {len(lines):,} lines; ids identical: {same}")
         print(f"  sentencepiece {n / t_ref:12,.0f} chars/s   ours {n / t_ours:12,.0f} chars/s   "

@@ -72,6 +72,10 @@ class Normalizer:
             if struct.pack("=I", 1) != struct.pack("<I", 1):  # pragma: no cover - big-endian
                 self.units.byteswap()
             self.blob = cm[4 + n:]
+            try:
+                self.blob.decode("utf-8")  # every rule's replacement (NUL-separated) is text
+            except UnicodeDecodeError:
+                raise UserError(f"{source}: precompiled_charsmap replacements are not UTF-8") from None
             if not self.units:
                 self.units = None
 
@@ -146,7 +150,7 @@ class Normalizer:
         if self.remove_extra:
             while out.endswith(sp_sym):
                 del out[len(out) - len(sp_sym):]
-        return out.decode("utf-8")
+        return out.decode("utf-8", "replace")  # valid unless a rule points inside a character
 
     def _normalize_plain(self, text: str) -> str:
         """No charsmap, no user-defined pieces: the same rules on str, without a byte loop."""
