@@ -3,6 +3,7 @@ the Mistral/LLaMA BPE tokenizer.model and small unigram and BPE models trained h
 (identity and nmt_nfkc normalization, byte fallback on and off, user-defined pieces)."""
 
 import io
+import json
 import random
 
 import pytest
@@ -44,6 +45,7 @@ def assert_same(ours, ref, items, what):
         assert ids == ref.encode(x), (what, x, ref.encode(x, out_type=str),
                                       [ours.id_to_token(i) for i in ids])
         assert ours.decode(ids, skip_special_tokens=True) == ref.decode(ids), (what, x)
+        assert ours.encode_pieces(x) == ref.encode(x, out_type=str), (what, x)
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +252,48 @@ def test_corrupted_model_files_fail_cleanly(corpus):
             except UserError:
                 outcomes["UserError"] += 1
     assert outcomes["UserError"] > 0 and outcomes["ok"] > 0, outcomes
+
+
+@pytest.fixture(scope="module")
+def marian_folder(corpus, tmp_path_factory):
+    """An opus-mt-style folder: source/target SentencePiece models trained here, a vocab.json
+    whose ids are NOT the .spm's (</s> 0, <unk> 1, pieces shuffled, a few left out, <pad> last)."""
+    spm = require_package("sentencepiece")
+    lines, _ = corpus
+    d = tmp_path_factory.mktemp("marian")
+    for name, part in (("source", lines[::2]), ("target", lines[1::2])):
+        buf = io.BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(part), model_writer=buf,
+                                       vocab_size=400, minloglevel=2)
+        (d / f"{name}.spm").write_bytes(buf.getvalue())
+    src = spm.SentencePieceProcessor(model_file=str(d / "source.spm"))
+    tgt = spm.SentencePieceProcessor(model_file=str(d / "target.spm"))
+    pieces = sorted({src.id_to_piece(i) for i in range(3, 400)} | {tgt.id_to_piece(i) for i in range(3, 400)})
+    random.Random(0).shuffle(pieces)
+    vocab = {"</s>": 0, "<unk>": 1, ">>fr<<": 2}
+    for p in pieces[: len(pieces) - 40]:
+        vocab[p] = len(vocab)
+    vocab["<pad>"] = len(vocab)
+    (d / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    return d
+
+
+def test_marian_folder_equals_transformers(marian_folder):
+    transformers = require_package("transformers")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Recommended: pip install sacremoses."
+        hf = transformers.MarianTokenizer(str(marian_folder / "source.spm"),
+                                          str(marian_folder / "target.spm"),
+                                          str(marian_folder / "vocab.json"))
+    ours = load_tokenizer(marian_folder)
+    assert (ours.eos_token_id, ours.pad_token_id, ours.unk_token_id) == \
+        (hf.eos_token_id, hf.pad_token_id, hf.unk_token_id)
+    items = [x for x in texts(60) if "\r" not in x] + [">>fr<< Good morning, my lord.", "a </s> b"]
+    for x in items:
+        ids = ours.encode(x, add_special_tokens=True)
+        assert ids == hf(x).input_ids, x
+        for skip in (True, False):
+            assert ours.decode(ids, skip_special_tokens=skip) == \
+                hf.decode(ids, skip_special_tokens=skip), (x, skip)

@@ -12,6 +12,7 @@
 | ``vocab.txt``                          | WordPiece (uncased unless told otherwise) |
 | ``*.gguf``                             | BPE from ``tokenizer.ggml.*`` metadata (+ chat template) |
 | ``*.model`` / ``*.spm`` (SentencePiece) | SentencePieceTokenizer (BPE or unigram), sentencepiece.py |
+| folder with source.spm + target.spm + vocab.json | MarianTokenizer (opus-mt), marian.py |
 
 Anything missing, truncated or of another kind raises `UserError` naming the file.
 """
@@ -78,6 +79,11 @@ def load_tokenizer(path) -> Tokenizer:
     if not p.exists():
         raise UserError(f"tokenizer not found: {p}")
     if p.is_dir():
+        if not (p / TOKENIZER_FILE).is_file() and (p / "source.spm").is_file() \
+                and (p / "vocab.json").is_file():
+            from .marian import MarianTokenizer
+
+            return MarianTokenizer.from_folder(p)
         for name in (TOKENIZER_FILE, "encoder.json", "vocab.json", "vocab.txt", "tokenizer.model"):
             if (p / name).is_file():
                 return load_tokenizer(p / name)

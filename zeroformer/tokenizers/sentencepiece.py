@@ -128,6 +128,14 @@ class SentencePieceTokenizer(Tokenizer):
 
     # ---- encode ----------------------------------------------------------------------------
     def _encode_chunk(self, text: str) -> list[int]:
+        return [i for _, i in self.encode_pairs(text)]
+
+    def encode_pieces(self, text: str) -> list[str]:
+        """The library's ``encode(text, out_type=str)``: an unknown piece is the text it covers."""
+        return [w for w, _ in self.encode_pairs(text)]
+
+    def encode_pairs(self, text: str) -> list[tuple[str, int]]:
+        """Text -> (piece, id) pairs, special-token strings ordinary (the library's encode)."""
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as e:
@@ -145,9 +153,11 @@ class SentencePieceTokenizer(Tokenizer):
         for w, i in pairs:
             unk = i == self.unk_id_
             if unk and self.byte_fallback:
-                out += [self.byte_ids[b] for b in w.encode("utf-8")]
-            elif not (unk and prev_unk):  # a run of unknown pieces is one <unk>
-                out.append(i)
+                out += [(self.itos[self.byte_ids[b]], self.byte_ids[b]) for b in w.encode("utf-8")]
+            elif unk and prev_unk:  # a run of unknown pieces is one <unk>, covering the run
+                out[-1] = (out[-1][0] + w, i)
+            else:
+                out.append((w, i))
             prev_unk = unk
         return out
 
@@ -172,13 +182,24 @@ class SentencePieceTokenizer(Tokenizer):
         """Ids -> text as the library decodes them (control pieces written unless skipped)."""
         if hasattr(ids, "tolist"):
             ids = ids.tolist()
-        out, pending = [], bytearray()
-        text_len, bos_ws_seen = 0, False
-        strip_first = self.spec.add_dummy_prefix or self.spec.remove_extra_whitespaces
+        pairs = []
         for i in ids:
             i = int(i)
             if not 0 <= i < self.vocab_size:
                 raise UserError(f"token id {i} is outside the vocabulary (size {self.vocab_size})")
+            pairs.append((self.itos[i], i))
+        return self._decode_pairs(pairs, skip_special_tokens)
+
+    def decode_pieces(self, pieces) -> str:
+        """Piece strings -> text (the library's decode_pieces: a piece not in the vocabulary is
+        its own surface, control pieces vanish)."""
+        return self._decode_pairs([(w, self.piece_id(w)) for w in pieces], True)
+
+    def _decode_pairs(self, pairs, skip_special_tokens: bool) -> str:
+        out, pending = [], bytearray()
+        text_len, bos_ws_seen = 0, False
+        strip_first = self.spec.add_dummy_prefix or self.spec.remove_extra_whitespaces
+        for piece, i in pairs:
             if i in self.byte_of:
                 pending.append(self.byte_of[i])
                 continue
@@ -189,13 +210,13 @@ class SentencePieceTokenizer(Tokenizer):
                 pending = bytearray()
             is_bos_ws = not (bos_ws_seen or text_len)
             t = self.types[i]
-            piece, bos_ws_seen = self.itos[i], False
+            bos_ws_seen = False
             if t == P.CONTROL:
                 if not skip_special_tokens:
                     out.append(piece)  # not counted as text: the next piece's "▁" still goes
                 continue
             if t == P.UNKNOWN:
-                s = self.spec.unk_surface
+                s = self.spec.unk_surface if piece == self.itos[i] else piece
             else:
                 if is_bos_ws and strip_first and piece.startswith(SPACE):
                     piece = piece[1:]
