@@ -297,3 +297,45 @@ def test_marian_folder_equals_transformers(marian_folder):
         for skip in (True, False):
             assert ours.decode(ids, skip_special_tokens=skip) == \
                 hf.decode(ids, skip_special_tokens=skip), (x, skip)
+
+
+def test_marian_folder_translates_with_its_tokenizer(marian_folder, tmp_path, capsys):
+    """A transformers-written opus-mt-style folder (small random MarianMTModel + the SentencePiece
+    files): `zeroformer translate` prints what transformers' generate + MarianTokenizer give."""
+    import shutil
+    import warnings
+
+    import torch
+
+    from zeroformer.cli import main
+
+    transformers = require_package("transformers")
+    vocab = json.loads((marian_folder / "vocab.json").read_text(encoding="utf-8"))
+    pad = vocab["<pad>"]
+    torch.manual_seed(0)
+    cfg = transformers.MarianConfig(
+        vocab_size=len(vocab), d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+        decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=pad,
+        decoder_start_token_id=pad, eos_token_id=0, forced_eos_token_id=None)
+    hf = transformers.MarianMTModel(cfg).eval()
+    with torch.no_grad():
+        hf.final_logits_bias.normal_(0, 2.0)  # a peaked output distribution: varied pieces
+    hf.save_pretrained(tmp_path)
+    for name in ("source.spm", "target.spm", "vocab.json"):
+        shutil.copy(marian_folder / name, tmp_path / name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tok = transformers.MarianTokenizer.from_pretrained(str(tmp_path))
+    texts_in = ["To be, or not to be: that is the question.", "Good morning, my lord 1234!"]
+    expected = []
+    for x in texts_in:
+        with torch.no_grad():
+            out = hf.generate(**tok([x], return_tensors="pt"), num_beams=1, do_sample=False,
+                              max_new_tokens=12)
+        expected.append(tok.decode(out[0], skip_special_tokens=True))
+    assert any(e.strip() for e in expected)
+    capsys.readouterr()
+    assert main(["translate", "--model", str(tmp_path), "--beams", "1", "--max-new-tokens", "12",
+                 *texts_in]) == 0
+    assert capsys.readouterr().out.splitlines() == [e.strip() for e in expected]
