@@ -116,7 +116,7 @@ def test_smollm2_digits_split_like_its_tokenizer_json(smollm2, smollm2_hf):
         assert smollm2.encode(text) == backend.encode(text, add_special_tokens=False).ids, text
 
 
-@pytest.mark.parametrize("name", ["gpt-2", pytest.param("llama-bpe", marks=pytest.mark.slow),
+@pytest.mark.parametrize("name", ["gpt-2", "llama-spm", pytest.param("llama-bpe", marks=pytest.mark.slow),
                                   pytest.param("qwen2", marks=pytest.mark.slow)])
 def test_llama_cpp_vectors(name):
     d = locate("llama-cpp-vocab")
@@ -144,4 +144,4 @@ def test_bad_gguf(tmp_path, smollm2_path):
     d = locate("llama-cpp-vocab")
     if d is not None:
         with pytest.raises(UserError, match="not supported"):
-            load_tokenizer(d / "ggml-vocab-llama-spm.gguf")  # SentencePiece: not byte-level
+            load_tokenizer(d / "ggml-vocab-bert-bge.gguf")  # WordPiece: not read from GGUF yet

@@ -1,7 +1,7 @@
 """`zeroformer tokenize --tokenizer PATH TEXT...`: print the token ids (or pieces) of each text.
 
 PATH: a tokenizer.json, vocab.txt, *.tiktoken, a GPT-2 folder (encoder.json + vocab.bpe), a .gguf,
-or a checkpoint folder. One line per TEXT (``-`` reads standard input as one text).
+a SentencePiece tokenizer.model, or a checkpoint folder. One line per TEXT (``-`` reads standard input as one text).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from .common import add_path_args, report
 def register(sub):
     p = sub.add_parser("translate", help="translate text with an encoder-decoder model")
     p.add_argument("--model", required=True, metavar="DIR", help="translator (run folder, "
-                   "checkpoint or Marian folder with tokenizer.json)")
+                   "checkpoint or Marian/opus-mt folder)")
     p.add_argument("text", nargs="*", help="texts to translate (default: lines of stdin)")
     p.add_argument("--beams", type=int, default=4, help="beam width (1 = greedy; default 4)")
     p.add_argument("--length-penalty", type=float, default=1.0,

@@ -65,9 +65,9 @@ def load_translator(path, dtype=None, int8: bool = False, int4: bool = False, re
                         f"arch={arch!r}. Use `zeroformer generate` for language models")
     tok = model.tokenizer
     if tok is None:
-        raise UserError(f"{path}: the model has no tokenizer.json (Marian SentencePiece "
-                        "tokenizers are not supported; train one with `zeroformer train "
-                        "translate-es-en`)")
+        raise UserError(f"{path}: the model has no tokenizer (tokenizer.json, or an opus-mt "
+                        "folder's source.spm + target.spm + vocab.json); train one with "
+                        "`zeroformer train translate-es-en`")
     return loaded.finish(), tok
 
 

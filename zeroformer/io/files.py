@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from ..errors import UserError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-TOKENIZER_NAMES = ("tokenizer.json", "encoder.json", "vocab.json", "vocab.txt")
+TOKENIZER_NAMES = ("tokenizer.json", "encoder.json", "vocab.json", "vocab.txt", "tokenizer.model")
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
           "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
 ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,

@@ -15,7 +15,8 @@ Marian *is* the 2017 Transformer, post-norm, with these choices (config.json -> 
 | final_logits_bias (1, V) buffer       | final_logits_bias (V,) buffer                          |
 | LayerNorm eps (torch default 1e-5)    | norm_eps 1e-5, prenorm False, no final norm            |
 
-Marian's SentencePiece tokenizers are not read; a `tokenizer.json` of ours in the folder is.
+The folder's tokenizer: a `tokenizer.json` of ours, else opus-mt's source.spm + target.spm +
+vocab.json (tokenizers/marian.py:MarianTokenizer, equal to transformers' MarianTokenizer).
 """
 
 from __future__ import annotations

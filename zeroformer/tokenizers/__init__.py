@@ -1,16 +1,18 @@
-"""Tokenizers: char, word, byte-level BPE, WordPiece; readers for the files real models ship.
+"""Tokenizers: char, word, byte-level BPE, WordPiece, SentencePiece; readers for the files real models ship.
 
 `load_tokenizer(path)` picks the reader from what `path` is:
 
 | path                                   | reader                                   |
 |----------------------------------------|------------------------------------------|
-| folder                                 | the first of: tokenizer.json, *.tiktoken, encoder.json+vocab.bpe, vocab.txt, *.gguf |
+| folder                                 | the first of: tokenizer.json, encoder.json+vocab.bpe, vocab.txt, tokenizer.model, *.tiktoken, *.gguf |
 | ``tokenizer.json`` (HF layout)         | BPE (byte-level) or WordPiece from its "model" |
 | our JSON (``{"type": "char"/"word"}``) | CharTokenizer / WordTokenizer            |
 | ``*.tiktoken``                         | byte-level BPE from base64 token + rank lines (GPT-2 regex) |
 | ``encoder.json`` / ``vocab.bpe``       | GPT-2 byte-level BPE                     |
 | ``vocab.txt``                          | WordPiece (uncased unless told otherwise) |
 | ``*.gguf``                             | BPE from ``tokenizer.ggml.*`` metadata (+ chat template) |
+| ``*.model`` / ``*.spm`` (SentencePiece) | SentencePieceTokenizer (BPE or unigram), sentencepiece.py |
+| folder with source.spm + target.spm + vocab.json | MarianTokenizer (opus-mt), marian.py |
 
 Anything missing, truncated or of another kind raises `UserError` naming the file.
 """
@@ -77,14 +79,19 @@ def load_tokenizer(path) -> Tokenizer:
     if not p.exists():
         raise UserError(f"tokenizer not found: {p}")
     if p.is_dir():
-        for name in (TOKENIZER_FILE, "encoder.json", "vocab.json", "vocab.txt"):
+        if not (p / TOKENIZER_FILE).is_file() and (p / "source.spm").is_file() \
+                and (p / "vocab.json").is_file():
+            from .marian import MarianTokenizer
+
+            return MarianTokenizer.from_folder(p)
+        for name in (TOKENIZER_FILE, "encoder.json", "vocab.json", "vocab.txt", "tokenizer.model"):
             if (p / name).is_file():
                 return load_tokenizer(p / name)
         found = sorted(p.glob("*.tiktoken")) + sorted(p.glob("*.gguf"))
         if found:
             return load_tokenizer(found[0])
         raise UserError(f"{p}: no tokenizer file in this folder (looked for {TOKENIZER_FILE}, "
-                        "*.tiktoken, encoder.json+vocab.bpe, vocab.txt, *.gguf)")
+                        "*.tiktoken, encoder.json+vocab.bpe, vocab.txt, tokenizer.model, *.gguf)")
     suffix = p.suffix.lower()
     if suffix == ".gguf":
         from .gguf_vocab import load_gguf_tokenizer
@@ -107,7 +114,11 @@ def load_tokenizer(path) -> Tokenizer:
         return WordPieceTokenizer.from_vocab_txt(p)
     if suffix == ".json":
         return _from_json(p)
-    if suffix in (".model", ".bin", ".pkl", ".pickle", ".pt"):
-        raise UserError(f"{p}: unsupported tokenizer file type {suffix!r} "
-                        "(supported: tokenizer.json, vocab.txt, *.tiktoken, encoder.json+vocab.bpe, .gguf)")
+    if suffix in (".model", ".spm"):
+        from .sentencepiece import SentencePieceTokenizer
+
+        return SentencePieceTokenizer.from_file(p)
+    if suffix in (".bin", ".pkl", ".pickle", ".pt"):
+        raise UserError(f"{p}: unsupported tokenizer file type {suffix!r} (supported: "
+                        "tokenizer.json, vocab.txt, *.tiktoken, encoder.json+vocab.bpe, .gguf, .model)")
     return _from_json(p)

@@ -1,6 +1,6 @@
 """The tokenizer stored in a ``.gguf`` file's metadata (llama.cpp's format), read with `gguf`.
 
-Keys used (byte-level BPE, ``tokenizer.ggml.model == "gpt2"``):
+Keys used (byte-level BPE, ``tokenizer.ggml.model == "gpt2"``; SentencePiece ``"llama"`` below):
 
 | key                                   | meaning                                             |
 |---------------------------------------|-----------------------------------------------------|
@@ -13,8 +13,14 @@ Keys used (byte-level BPE, ``tokenizer.ggml.model == "gpt2"``):
 
 ``pre`` -> regexes, as llama.cpp applies them (facts from its llama-vocab.cpp): "gpt2" uses the
 GPT-2 pattern; "smollm" splits every digit first (``\\p{N}``) then GPT-2; the LLaMA-3 family and
-Qwen2 use their own single pattern (LLaMA-3 also takes a piece that is a whole token as is). Other pre-tokenizers and SentencePiece (``"llama"``) GGUF
-vocabularies are refused with a UserError.
+Qwen2 use their own single pattern (LLaMA-3 also takes a piece that is a whole token as is). Other
+pre-tokenizers are refused with a UserError.
+
+``tokenizer.ggml.model == "llama"`` is a SentencePiece BPE vocabulary (LLaMA-1/2, Mistral):
+``tokens`` + ``scores`` + ``token_type`` (the same numbering as SentencePiece's piece types: 1 normal,
+2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte) become the pieces of a
+SentencePieceTokenizer, with the identity normalizer, byte fallback when byte pieces exist and the
+dummy prefix unless ``tokenizer.ggml.add_space_prefix`` is false (llama.cpp's reading).
 """
 
 from __future__ import annotations
@@ -61,9 +67,11 @@ def load_gguf_tokenizer(path, metadata=None) -> BPETokenizer:
     model = md.get("tokenizer.ggml.model")
     if model is None or "tokenizer.ggml.tokens" not in md:
         raise UserError(f"{p}: this GGUF file carries no tokenizer (no tokenizer.ggml.* metadata)")
+    if model == "llama":
+        return _sentencepiece_from_gguf(p, md)
     if model != "gpt2":
         raise UserError(f"{p}: GGUF tokenizer model {model!r} is not supported (byte-level BPE "
-                        "'gpt2' only)")
+                        "'gpt2' and SentencePiece 'llama' only)")
     pre = md.get("tokenizer.ggml.pre", "gpt2")
     if pre not in PRE_PATTERNS:
         raise UserError(f"{p}: GGUF pre-tokenizer {pre!r} is not supported "
@@ -87,3 +95,29 @@ def load_gguf_tokenizer(path, metadata=None) -> BPETokenizer:
                         add_bos=bool(md.get("tokenizer.ggml.add_bos_token", False)),
                         add_eos=bool(md.get("tokenizer.ggml.add_eos_token", False)),
                         chat_template=md.get("tokenizer.chat_template"))
+
+
+def _sentencepiece_from_gguf(p, md):
+    """A SentencePiece BPE tokenizer from ``tokenizer.ggml.{tokens,scores,token_type}``."""
+    from . import spm_proto as P
+    from .sentencepiece import SentencePieceTokenizer
+
+    tokens = md["tokenizer.ggml.tokens"]
+    scores = md.get("tokenizer.ggml.scores")
+    types = md.get("tokenizer.ggml.token_type") or [P.NORMAL] * len(tokens)
+    if scores is None or len(scores) != len(tokens) or len(types) != len(tokens):
+        raise UserError(f"{p}: GGUF SentencePiece vocabulary needs tokenizer.ggml.scores and "
+                        "token_type as long as its tokens")
+    pieces = [P.Piece(t, float(s), int(k)) for t, s, k in zip(tokens, scores, types)]
+    spec = P.ModelSpec(pieces=pieces, model_type=P.BPE, byte_fallback=P.BYTE in set(types),
+                       normalizer_name="identity", remove_extra_whitespaces=False,
+                       add_dummy_prefix=bool(md.get("tokenizer.ggml.add_space_prefix", True)))
+    for role, key in (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("pad", "padding_token_id")):
+        i = md.get(f"tokenizer.ggml.{key}")
+        if i is not None and 0 <= int(i) < len(tokens):
+            setattr(spec, f"{role}_piece", tokens[int(i)])
+    tok = SentencePieceTokenizer(spec, None, source=p)
+    tok.add_bos = bool(md.get("tokenizer.ggml.add_bos_token", True))
+    tok.add_eos = bool(md.get("tokenizer.ggml.add_eos_token", False))
+    tok.chat_template = md.get("tokenizer.chat_template")
+    return tok
