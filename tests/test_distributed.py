@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from zeroformer import recipes
 from zeroformer.cli import main
+from zeroformer.cli.cmd_train import _descendants as descendants  # the ranks under torchrun
 from zeroformer.io import checkpoint as ckpt
 from zeroformer.train import LMTask, Trainer, TrainConfig
 from zeroformer.train.data import batch_generator
@@ -46,25 +47,6 @@ def torchrun(*words, **kw):
            "-m", "zeroformer", "train", *words]
     return subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, **kw)
-
-
-def descendants(pid):
-    """The ids of every process below `pid` (torchrun starts each rank in a session of its own,
-    so killing torchrun's process group would leave the ranks running)."""
-    children = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        out += kids
-        todo += kids
-    return out
 
 
 def final(out):

@@ -180,7 +180,8 @@ def launch(args, nproc: int, batch_size: int) -> int:
 
 
 def _descendants(pid: int) -> list[int]:
-    """Process ids below `pid` (Linux /proc; empty elsewhere)."""
+    """Process ids below `pid` (Linux /proc; empty elsewhere): torchrun starts each rank in a
+    session of its own, so signalling torchrun's process group would miss the ranks."""
     children: dict[int, list[int]] = {}
     try:
         entries = [e for e in os.listdir("/proc") if e.isdigit()]
