@@ -95,6 +95,25 @@ def test_stream_never_shows_half_a_character():
     assert all("\ufffd" not in s and want.startswith(s) for s in shown)
 
 
+def test_text_stream_never_shows_a_stop_string():
+    """The CLI's stream and the server share one Detokenizer: with stops, what is written token by
+    token is always a prefix of the text cut at the first stop string, and never holds any part
+    of the stop string itself (a possible start is held back until it is ruled out)."""
+    tok = CharTokenizer(list("abcXYZ "))
+    full = "ab cab XYa XYZ bc"
+    out = io.StringIO()
+    stream = text.TextStream(tok, out=out, stops=["XYZ"])
+    shown = []
+    for i in tok.encode(full):
+        stream(torch.tensor([i]))
+        shown.append(out.getvalue())
+    stream.finish()
+    want = full[:full.index("XYZ")]
+    assert out.getvalue() == want + "\n"
+    assert all(want.startswith(s) for s in shown)
+    assert shown[full.index("XY") + 1] == full[:full.index("XY")]   # "XY" held back, then shown
+
+
 def test_eos_ids_and_end_of_turn():
     tok = CharTokenizer(list("ab"), special_tokens=["<|im_end|>", "</s>"])
 

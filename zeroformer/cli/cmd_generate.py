@@ -38,12 +38,8 @@ def run(args):
         raise UserError("the prompt is empty (no tokens); give some text")
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
-    stream = TextStream(tok, stop_ids=eos_ids(model, tok))
+    stream = TextStream(tok, stop_ids=eos_ids(model, tok), stops=args.stop)  # cut at a stop string
     seqs = generate_stream(model, ids, max_new, stream,
                            stop=stop_on_strings(tok, len(ids), args.stop), **kw)
-    text = stream.text()
-    for s in args.stop:  # cut at the first stop string
-        if s in text:
-            text = text[: text.index(s)]
-    stream.finish(text if len(text) >= stream.shown else None)
+    stream.finish()
     return 0 if seqs is not None else 1

@@ -52,34 +52,73 @@ def eos_ids(model, tok, extra=()) -> list[int]:
     return sorted(ids)
 
 
-class TextStream:
-    """Write the text of generated tokens to `out` as they arrive (a `stream` for
-    generate.sample); tokens in `stop_ids` are not shown."""
+class Detokenizer:
+    """The text of generated tokens as they arrive, for streaming: `add(token)` -> the new text
+    that is safe to show (an incomplete UTF-8 character or the start of a possible stop string
+    is held back; text from a stop string on is never shown); `end()` -> the rest."""
 
-    def __init__(self, tok, out=None, stop_ids=()):
-        self.tok, self.out, self.stop_ids = tok, out or sys.stdout, set(stop_ids)
+    def __init__(self, tok, hidden=(), stops=()):
+        self.tok, self.hidden, self.stops = tok, set(hidden), [s for s in stops if s]
         self.ids: list[int] = []
         self.shown = 0
+        self.stopped = False
 
     def text(self) -> str:
-        return self.tok.decode([i for i in self.ids if i not in self.stop_ids])
+        text = self.tok.decode([i for i in self.ids if i not in self.hidden])
+        for s in self.stops:
+            if s in text:
+                text, self.stopped = text[:text.index(s)], True
+        return text
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        text = self.text()
+        safe = len(text)
+        if text.endswith("\ufffd"):
+            safe = len(text.rstrip("\ufffd"))
+        if not self.stopped:
+            for s in self.stops:        # hold back a suffix that may begin a stop string
+                for k in range(min(len(s) - 1, safe), 0, -1):
+                    if text[:safe].endswith(s[:k]):
+                        safe -= k
+                        break
+        return self._emit(text, safe)
+
+    def end(self) -> str:
+        text = self.text()
+        return self._emit(text, len(text))
+
+    def _emit(self, text: str, upto: int) -> str:
+        if upto <= self.shown:
+            return ""
+        out, self.shown = text[self.shown:upto], upto
+        return out
+
+
+class TextStream:
+    """Write the text of generated tokens to `out` as they arrive (a `stream` for
+    generate.sample), through a Detokenizer: tokens in `stop_ids` are not shown, an incomplete
+    UTF-8 character or a possible start of one of `stops` is held back, and nothing from a stop
+    string on is ever written."""
+
+    def __init__(self, tok, out=None, stop_ids=(), stops=()):
+        self.out = out or sys.stdout
+        self.detok = Detokenizer(tok, hidden=stop_ids, stops=stops)
+        self.stop_ids = self.detok.hidden
+
+    def text(self) -> str:
+        return self.detok.text()
 
     def __call__(self, token) -> None:
-        self.ids.append(int(token[0]))
-        text = self.text()
-        if text.endswith("\ufffd"):
-            return
-        if len(text) > self.shown:
-            self.out.write(text[self.shown:])
-            self.out.flush()
-            self.shown = len(text)
+        self._write(self.detok.add(int(token[0])))
 
-    def finish(self, text: str | None = None) -> None:
-        text = self.text() if text is None else text
-        if len(text) > self.shown:
-            self.out.write(text[self.shown:])
-        self.out.write("\n")
-        self.out.flush()
+    def finish(self) -> None:
+        self._write(self.detok.end() + "\n")
+
+    def _write(self, piece: str) -> None:
+        if piece:
+            self.out.write(piece)
+            self.out.flush()
 
 
 def stop_on_strings(tok, prompt_len: int, strings):

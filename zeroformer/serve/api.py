@@ -22,10 +22,10 @@ from starlette.exceptions import HTTPException
 
 from ..errors import UserError
 from ..inference.chat import END_OF_TURN, render
-from ..inference.text import encode_prompt, eos_ids, stop_on_strings
+from ..inference.text import Detokenizer, encode_prompt, eos_ids, stop_on_strings
 from .errors import ApiError
 from .loop import Job
-from .schemas import Chat, Completion, Detokenizer, Embeddings, message_text, parse
+from .schemas import Chat, Completion, Embeddings, message_text, parse
 
 
 def error(status, message, param=None, code=None, type="invalid_request_error"):
