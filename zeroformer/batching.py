@@ -61,8 +61,8 @@ class SlotSession:
         """ids (R,): row r's token, written at positions[r] (R,) of slot r -> logits (R, V).
         width: max(positions) + 1 when the caller knows it (saves a device sync)."""
         self.slots.decode(positions, width)
-        width = torch.arange(self.slots.width, device=ids.device)
-        mask = width[None, :] <= positions[:, None]                        # (R, W)
+        keys = torch.arange(self.slots.width, device=ids.device)
+        mask = keys[None, :] <= positions[:, None]                         # (R, W)
         return self.model(ids[:, None], attention_mask=mask, position_ids=positions[:, None],
                           cache=self.cache, last_only=True)[:, -1]
 
