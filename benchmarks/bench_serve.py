@@ -12,13 +12,14 @@ client threads. Printed per c:
 Side by side: llama.cpp's own OpenAI-compatible server (`python -m llama_cpp.server`) on the same
 GGUF and the same load, skipped with the reason when llama_cpp is not installed.
 
-Measured 2026-11-30, 2-core Zen 4 shared with other jobs (load average ~1), --threads 1, 16
+Measured 2026-11-30, 2-core Zen 4, quiet machine, --threads 1, 16
 requests of 32 tokens per level, SmolLM2-135M Q4_1 (int4 path), loopback:
     c   ttft p50/p99   total p50/p99   tok/s   x1     dropped
-    1   0.04 / 0.06    0.78 / 0.86      40.7   1.00   0
-    4   0.18 / 0.20    1.27 / 1.30      98.9   2.43   0
-    8   0.34 / 0.47    2.86 / 3.01      89.6   2.20   0
-   16   0.67 / 0.73    4.63 / 4.68     103.6   2.54   0
+    1   0.04 / 0.06    0.86 / 0.92      37.8   1.00   0
+    4   0.17 / 0.22    1.43 / 1.44      90.9   2.41   0
+    8   0.35 / 0.38    2.17 / 2.23     111.8   2.96   0
+   16   0.67 / 0.72    3.79 / 3.84     122.9   3.25   0
+(an earlier run with another job on the machine: 40.7 / 98.9 / 89.6 / 103.6 tok/s.)
 (llama.cpp's server: not installed here, skipped.) Scaling is bounded as in bench_batched.py (the
 int4 matmuls grow about linearly with rows); a new request's prefill runs alone in the step, so
 time to first token grows with the number of requests admitted before it.
