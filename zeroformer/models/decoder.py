@@ -55,12 +55,18 @@ class Decoder(GenerativeModel):
         """Every row an independent sequence in its own cache slot (batching.py)."""
         return SlotSession(self, max_batch, max_len)
 
+    fast_step = None  # nn/q4.py:LlamaStep, set by nn/fast.py:prepare_inference where it fits
+
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None,
                 return_hidden=False, last_only=False):
         """attention_mask: (B, past + T) with 0 for padding; cache: from new_cache().
         last_only: compute logits for the last position only (generation)."""
         b, t = input_ids.shape
         past = cache.length if cache is not None else 0
+        if (self.fast_step is not None and self.fast_step.fits(input_ids, attention_mask,
+                                                                position_ids, cache)
+                and not return_hidden):       # one token of one sequence: the fused step
+            return self.lm_head(self.fast_step(self.embed.tok(input_ids), cache, past))
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # nothing padded: let SDPA use its causal fast path
         if position_ids is None:

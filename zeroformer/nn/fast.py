@@ -103,7 +103,7 @@ class RefinedInt4Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear, group: int = 32, k: int = 64):
         super().__init__()
-        self.coarse, self.fine, self.k = Int4Linear(linear, group), Int8Linear(linear), k
+        self.coarse, self.fine, self.k = int4_layer(linear, group), Int8Linear(linear), k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.coarse(x)
@@ -114,6 +114,18 @@ class RefinedInt4Linear(nn.Module):
         if self.fine.bias is not None:
             exact = exact + self.fine.bias.to(x.dtype)[idx]
         return y.scatter(-1, idx, exact)
+
+
+def int4_layer(linear: nn.Linear, group: int = 32) -> nn.Module:
+    """The int4 layer for `linear`: Q4Linear (nn/q4.py, our AVX-512 VNNI kernel: blocks of 32,
+    fp16 d and m, int8 activations) where it is compiled here and in_features % 64 == 0, else
+    Int4Linear (torch's kernel, bf16 activations)."""
+    from . import q4
+
+    if group == 32 and linear.in_features % 64 == 0 and linear.weight.device.type == "cpu" \
+            and q4.available():
+        return q4.Q4Linear.from_linear(linear)
+    return Int4Linear(linear, group)
 
 
 def int4_group(linear: nn.Linear) -> int | None:
@@ -151,7 +163,7 @@ def quantize_int4(model: nn.Module, keep_int8: tuple = (), refine: tuple = ()) -
         g = None if name in keep_int8 else int4_group(linear)
         if not g:
             return Int8Linear(linear)
-        return RefinedInt4Linear(linear, g) if name in refine else Int4Linear(linear, g)
+        return RefinedInt4Linear(linear, g) if name in refine else int4_layer(linear, g)
 
     return _swap_linears(model, make)
 
@@ -193,8 +205,12 @@ def prepare_inference(model: nn.Module, fuse: bool = True, int8: bool = False,
             elif isinstance(m, FeedForward):
                 m.fuse()
     if int4:
+        from .q4 import LlamaStep
+
         quantize_int4(model, keep_int8=("lm_head",) if int4_head == "int8" else (),
                       refine=("lm_head",) if int4_head == "refine" else ())
+        if hasattr(model, "fast_step"):   # a LLaMA-style decoder: its step in one call
+            model.fast_step = LlamaStep.build(model)
     elif int8:
         quantize_int8(model)
     return model

@@ -1,0 +1,253 @@
+"""Q4Linear: 4-bit weights times 8-bit activations, in zeroformer's own small C kernel.
+
+Weights in blocks of 32 inputs, the GGUF Q4_1 form (fp16 d, m per block; q in 0..15):
+    w[n, 32b + j] = d[n, b] q[n, 32b + j] + m[n, b]
+Activations quantized per block of 32 on the fly:  x ~= e a,  e = max|x_block| / 127, a int8.
+    y[r, n] = sum_b d e (sum_j q a) + m e (sum_j a)            (q4_kernel.c)
+
+Why a kernel of ours: torch's CPU int4 kernel (`_weight_int4pack_mm_for_cpu`, used by Int4Linear
+in nn/fast.py) reaches about 4 GB/s of weights on this Zen 4 core at batch 1; multiplying 4-bit
+codes by int8 activations with AVX-512 VNNI (64 products per instruction, the scheme llama.cpp
+uses) needs no dequantization to bf16 and runs several times faster. The C file is compiled once
+per machine with the system C compiler (`cc -O3 -march=native -fopenmp`) into
+$ZEROFORMER_HOME/kernels/ and loaded with ctypes; without a compiler `available()` is False and
+the int4 path stays on torch's kernel (nn/fast.py). Inference only, CPU only, float32 in and out.
+
+The reference is the fp32 model on the dequantized weights (tests/test_q4.py): the activation
+rounding adds a relative error of about 1/254 per block, as in llama.cpp's Q4_1 x Q8_1.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+from torch import nn
+
+_SOURCE = Path(__file__).with_name("q4_kernel.c")
+_lib = None
+_lib_error: str | None = None
+_lock = threading.Lock()
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("ZEROFORMER_HOME") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                             "zeroformer")
+    return Path(root) / "kernels"
+
+
+def _cpu_key() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return flags
+
+
+def _build() -> ctypes.CDLL:
+    """Compile q4_kernel.c for this CPU (once; cached by source and CPU flags) and load it."""
+    src = _SOURCE.read_bytes()
+    cc = os.environ.get("CC", "cc")
+    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
+    key = hashlib.sha256(src + " ".join([cc] + flags).encode() + _cpu_key().encode()).hexdigest()
+    out = _cache_dir() / f"q4_{key[:16]}.so"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            tmp_so = Path(tmp) / "q4.so"
+            subprocess.run([cc, *flags, str(_SOURCE), "-o", str(tmp_so), "-lm"], check=True,
+                           capture_output=True, timeout=300)
+            os.replace(tmp_so, out)                    # atomic: a reader never sees half a file
+    lib = ctypes.CDLL(str(out))
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.zf_q4_matmul.argtypes = [p, i64, i64, p, p, p, i64, p, p, ctypes.c_int]
+    lib.zf_q4_matmul.restype = None
+    lib.zf_q4_has_vnni.restype = ctypes.c_int
+    lib.zf_llama_step.argtypes = [p, ctypes.c_int, p, i64, i64, i64, i64, i64, i64, p, p,
+                                  ctypes.c_float, p, p, ctypes.c_int]
+    lib.zf_llama_step.restype = None
+    return lib
+
+
+def available() -> bool:
+    """True when the kernel is compiled and loaded here, with its AVX-512 VNNI path (without
+    VNNI the portable loop is slower than torch's int4 kernel, so it is not offered). Set
+    ZEROFORMER_Q4_KERNEL=0 to turn it off."""
+    global _lib, _lib_error
+    if os.environ.get("ZEROFORMER_Q4_KERNEL", "1") == "0":
+        return False
+    with _lock:
+        if _lib is None and _lib_error is None:
+            try:
+                _lib = _build()
+            except (OSError, subprocess.SubprocessError) as e:
+                _lib_error = f"{type(e).__name__}: {e}"
+    return _lib is not None and bool(_lib.zf_q4_has_vnni())
+
+
+def pack_q4(q: torch.Tensor) -> torch.Tensor:
+    """q (N, K) codes 0..15 -> (N, K/2) uint8 in the kernel's order: for each pair of blocks of 32
+    (b, b+1), 32 bytes; byte i < 16 = q[32b+i] | q[32b+16+i] << 4, byte 16+i the same for b+1.
+    (K not a multiple of 64: each block's 16 bytes on their own, the same nibble rule.)"""
+    n, k = q.shape
+    qb = q.to(torch.uint8).view(n, k // 32, 2, 16)          # (N, blocks, low/high half, 16)
+    return (qb[:, :, 0] | (qb[:, :, 1] << 4)).reshape(n, k // 2).contiguous()
+
+
+class Q4Linear(nn.Module):
+    """nn.Linear(in, out) as blocks of 32 four-bit codes with fp16 (d, m) per block, run by the C
+    kernel. From a float Linear (round to the group's own min/max, like Int4Linear) or from
+    codes and scales directly (`from_blocks`, e.g. a GGUF Q4_1 tensor: no re-rounding)."""
+
+    def __init__(self, q: torch.Tensor, d: torch.Tensor, m: torch.Tensor, bias=None):
+        super().__init__()
+        n, k = q.shape
+        if k % 32:
+            raise ValueError(f"Q4Linear needs in_features % 32 == 0 (got {k})")
+        self.register_buffer("weight_q4", pack_q4(q))
+        self.register_buffer("d", d.to(torch.float16).contiguous())
+        self.register_buffer("m", m.to(torch.float16).contiguous())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(),
+                                                           requires_grad=False)
+        self.in_features, self.out_features = k, n
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Q4Linear":
+        n, k = linear.weight.shape
+        w = linear.weight.detach().float().view(n, k // 32, 32)
+        lo, hi = w.amin(-1), w.amax(-1)
+        d = ((hi - lo) / 15).to(torch.float16).float()
+        inv = torch.where(d > 0, 1 / d, torch.zeros_like(d))
+        m = lo.to(torch.float16).float()
+        q = torch.round((w - m[..., None]) * inv[..., None]).clamp(0, 15).view(n, k)
+        return cls(q, d, m, linear.bias)
+
+    def dequantized(self) -> torch.Tensor:
+        """The float32 weight (out, in) these codes stand for: d q + m."""
+        n, k = self.out_features, self.in_features
+        p = self.weight_q4.view(n, k // 32, 16)
+        q = torch.stack([p & 15, p >> 4], 2).view(n, k // 32, 32).float()
+        return (q * self.d.float()[..., None] + self.m.float()[..., None]).view(n, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead, k = x.shape[:-1], self.in_features
+        x2 = x.reshape(-1, k).float().contiguous()
+        r, n = x2.size(0), self.out_features
+        y = torch.empty(r, n)
+        work = torch.empty(r * (k + 8 * (k // 32)), dtype=torch.uint8)
+        _lib.zf_q4_matmul(x2.data_ptr(), r, k, self.weight_q4.data_ptr(), self.d.data_ptr(),
+                          self.m.data_ptr(), n, y.data_ptr(), work.data_ptr(),
+                          torch.get_num_threads())
+        y = y.to(x.dtype).view(*lead, n)
+        return y if self.bias is None else y + self.bias.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, bias={self.bias is not None}"
+
+
+# ------------------------------------------------------------------ the fused decoding step
+class _Q4(ctypes.Structure):
+    _fields_ = [("q", ctypes.c_void_p), ("d", ctypes.c_void_p), ("m", ctypes.c_void_p),
+                ("n", ctypes.c_int64), ("k", ctypes.c_int64)]
+
+
+class _Layer(ctypes.Structure):
+    _fields_ = [("norm_attn", ctypes.c_void_p), ("norm_ffn", ctypes.c_void_p), ("qkv", _Q4),
+                ("o", _Q4), ("gate_up", _Q4), ("down", _Q4), ("k_cache", ctypes.c_void_p),
+                ("v_cache", ctypes.c_void_p)]
+
+
+def _q4(layer: Q4Linear) -> _Q4:
+    return _Q4(layer.weight_q4.data_ptr(), layer.d.data_ptr(), layer.m.data_ptr(),
+               layer.out_features, layer.in_features)
+
+
+class LlamaStep:
+    """One decoding step (batch 1, one new token) of a LLaMA-style Decoder whose projections are
+    all Q4Linear, in one call of q4_kernel.c:zf_llama_step: per layer
+        h += o(Attn(rope(q), rope(k), v))   with q, k, v = qkv(RMSNorm(h)), K/V appended to the cache
+        h += down(silu(gate) * up)          with gate, up = gate_up(RMSNorm(h))
+    then the final RMSNorm. The same equations as nn/blocks.py on the Q4 path, without a Python
+    operation per tensor; `LlamaStep.build(model)` returns None for any model it does not fit
+    (then the module path runs). The output layer and sampling stay in Python."""
+
+    def __init__(self, model):
+        cfg = model.config
+        self.cfg, self.blocks, self.rope = cfg, model.blocks, model.rope
+        self.final = model.norm.weight
+        self.layers = (_Layer * cfg.n_layer)()
+        for i, b in enumerate(model.blocks):
+            a, f = b.self_attn, b.ffn
+            self.layers[i] = _Layer(b.norm_attn.weight.data_ptr(), b.norm_ffn.weight.data_ptr(),
+                                    _q4(a.qkv), _q4(a.o_proj), _q4(f.gate_up), _q4(f.down), 0, 0)
+        self.cache_ptrs = None
+        hq = cfg.n_head * cfg.head_dim
+        k_max = max(cfg.d_model, cfg.d_ff, hq)
+        self.scratch_floats = (max(cfg.d_model, cfg.d_ff) + 2 * hq + 2 * cfg.n_kv_head * cfg.head_dim
+                               + 2 * cfg.d_ff + cfg.d_model + k_max // 4 + 2 * (k_max // 32) + 16)
+        self.scratch = None
+
+    @staticmethod
+    def build(model) -> "LlamaStep | None":
+        from .norms import RMSNorm
+
+        cfg = getattr(model, "config", None)
+        if (cfg is None or cfg.arch != "decoder" or cfg.position != "rope" or cfg.norm != "rmsnorm"
+                or not cfg.prenorm or not cfg.final_norm or cfg.embed_norm or not cfg.gated_ffn
+                or cfg.activation != "silu" or cfg.bias or cfg.head_dim % 2 or cfg.scale_embeddings
+                or cfg.type_vocab_size or model.training or not available()):
+            return None
+        for b in model.blocks:
+            a, f = b.self_attn, b.ffn
+            if not all(isinstance(x, Q4Linear) and x.bias is None
+                       for x in (a.qkv, a.o_proj, getattr(f, "gate_up", None), f.down)):
+                return None
+            if not all(isinstance(n, RMSNorm) and n.weight.dtype == torch.float32
+                       for n in (b.norm_attn, b.norm_ffn)):
+                return None
+        return LlamaStep(model)
+
+    def fits(self, input_ids, attention_mask, position_ids, cache) -> bool:
+        """This call is one new token of one unpadded sequence over a float32 KVCache whose
+        position the rotary table covers (anything else runs the module path)."""
+        from .attention import KVCache
+
+        if cache is None or input_ids.shape != (1, 1) or attention_mask is not None \
+                or position_ids is not None or input_ids.device.type != "cpu":
+            return False
+        kv = cache[0].self_kv
+        return (type(kv) is KVCache and kv.k.dtype == torch.float32 and kv.k.is_contiguous()
+                and kv.length < min(kv.k.size(2), self.rope.cos.size(0)))
+
+    def __call__(self, h: torch.Tensor, cache, position: int) -> torch.Tensor:
+        """h: (1, 1, d) fp32 embedded token at `position` (= cache length) -> (1, 1, d) after the
+        final norm; the cache grows by one position."""
+        cfg = self.cfg
+        kv = [layer.self_kv for layer in cache]
+        max_len = kv[0].k.size(2)
+        ptrs = [(c.k.data_ptr(), c.v.data_ptr()) for c in kv]
+        if self.cache_ptrs != ptrs:                 # another cache: point every layer at it
+            for i, (k, v) in enumerate(ptrs):
+                self.layers[i].k_cache, self.layers[i].v_cache = k, v
+            self.cache_ptrs = ptrs
+        need = self.scratch_floats + cfg.n_head * max_len
+        if self.scratch is None or self.scratch.numel() < need:
+            self.scratch = torch.empty(need)
+        if position >= max_len:
+            raise ValueError(f"KV cache full: {position + 1} > {max_len} positions")
+        out = h.reshape(-1).float().clone()
+        _lib.zf_llama_step(self.layers, cfg.n_layer, out.data_ptr(), cfg.d_model, cfg.n_head,
+                           cfg.n_kv_head, cfg.head_dim, position, max_len,
+                           self.rope.cos.data_ptr(), self.rope.sin.data_ptr(),
+                           ctypes.c_float(cfg.norm_eps), self.final.data_ptr(),
+                           self.scratch.data_ptr(), torch.get_num_threads())
+        for c in kv:
+            c.length = position + 1
+        return out.view(1, 1, -1).to(h.dtype)

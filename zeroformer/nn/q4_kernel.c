@@ -1,0 +1,238 @@
+/* zeroformer's 4-bit x 8-bit matrix-vector kernel (CPU, AVX-512 VNNI; a portable C loop elsewhere).
+ *
+ * Weights, per output row n and block b of 32 inputs (the GGUF Q4_1 layout):
+ *     w[n, 32b + j] = d[n, b] * q[n, 32b + j] + m[n, b],      q in 0..15, d and m fp16
+ * Activations, per row r of x and block b, quantized on the fly to int8 (llama.cpp's Q8 scheme):
+ *     x[r, 32b + j] ~= e[r, b] * a[r, 32b + j],   e = max|x_block| / 127,  a in -127..127
+ * so that
+ *     y[r, n] = sum_b d[n,b] e[r,b] (sum_j q a)  +  m[n,b] e[r,b] (sum_j a)
+ * The inner sum_j q a is 64 byte products per instruction (vpdpbusd: unsigned q times signed a).
+ *
+ * Packing of q (done in Python, nn/q4.py): each pair of blocks (b, b+1) is 32 bytes; byte i < 16
+ * holds q[32b + i] (low nibble) and q[32b + 16 + i] (high nibble), byte 16 + i the same for b+1.
+ * The quantized activations are stored permuted to match the unpacked nibbles (see quantize_x).
+ * K must be a multiple of 64 for the vector path (SmolLM2, LLaMA: 576, 1536, 2048...); other K
+ * take the portable loop.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#include <immintrin.h>
+#define ZF_VNNI 1
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static float h2f(uint16_t h) {  /* IEEE half -> float (portable path; the vector path uses F16C) */
+    uint32_t s = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, f = h & 0x3ff, u;
+    if (e == 0) {
+        if (f == 0) { u = s; }
+        else { e = 127 - 15 + 1; while (!(f & 0x400)) { f <<= 1; e--; } f &= 0x3ff; u = s | (e << 23) | (f << 13); }
+    } else if (e == 31) { u = s | 0x7f800000 | (f << 13); }
+    else { u = s | ((e + 127 - 15) << 23) | (f << 13); }
+    float out; memcpy(&out, &u, 4); return out;
+}
+
+int zf_q4_has_vnni(void) {
+#ifdef ZF_VNNI
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* x (K,) float -> a (K,) int8 in the packed order of each block pair, e (K/32,) scales,
+ * s (K/32,) = e * sum(a) of the block. Order within a pair (b, b+1), 64 bytes:
+ *   [b: 0..15][b+1: 0..15][b: 16..31][b+1: 16..31]    (matches the unpacked nibbles) */
+static void quantize_x(const float *x, int64_t K, int8_t *a, float *e, float *s) {
+    int64_t nb = K / 32;
+    for (int64_t b = 0; b < nb; b++) {
+        const float *xb = x + 32 * b;
+        float amax = 0.f;
+        for (int j = 0; j < 32; j++) { float v = fabsf(xb[j]); if (v > amax) amax = v; }
+        float eb = amax / 127.f, inv = eb > 0.f ? 1.f / eb : 0.f;
+        int sum = 0;
+        int64_t pair = b / 2, second = b % 2;
+        int8_t *dst = a + 64 * pair + 16 * second;
+        if (K % 64 != 0) dst = a + 32 * b;          /* portable path: natural order */
+        for (int j = 0; j < 32; j++) {
+            int v = (int)lrintf(xb[j] * inv);
+            v = v > 127 ? 127 : (v < -127 ? -127 : v);
+            sum += v;
+            if (K % 64 != 0) dst[j] = (int8_t)v;
+            else dst[(j < 16 ? j : j + 16)] = (int8_t)v;
+        }
+        e[b] = eb; s[b] = eb * (float)sum;
+    }
+}
+
+/* One output: row n of the weights against one quantized activation row. */
+static float dot_row(const uint8_t *q, const uint16_t *d, const uint16_t *m, const int8_t *a,
+                     const float *e, const float *s, int64_t K) {
+    int64_t nb = K / 32;
+    float acc = 0.f;
+#ifdef ZF_VNNI
+    if (K % 64 == 0) {
+        const __m512i low = _mm512_set1_epi8(0x0f);
+        /* lanes 0-3 and 8-11 belong to block b, 4-7 and 12-15 to block b+1: the lane's index
+         * into a vector of 16 per-block scales is 2p + pick */
+        const __m512i pick = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
+        const __m512i two = _mm512_set1_epi32(2);
+        __m512 vacc = _mm512_setzero_ps(), vmin = _mm512_setzero_ps();
+        for (int64_t c = 0; c < nb; c += 16) {      /* 16 blocks (8 pairs) share one scale load */
+            int cnt = nb - c < 16 ? (int)(nb - c) : 16;
+            __mmask16 mk = (__mmask16)((1u << cnt) - 1);
+            __m512 de = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, d + c)),
+                                      _mm512_maskz_loadu_ps(mk, e + c));
+            vmin = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, m + c)),
+                                   _mm512_maskz_loadu_ps(mk, s + c), vmin);
+            const uint8_t *qc = q + 16 * c;
+            const int8_t *ac = a + 32 * c;
+            __m512i idx = pick;
+            for (int p = 0; p < cnt / 2; p++) {
+                __m256i packed = _mm256_loadu_si256((const __m256i *)(qc + 32 * p));
+                __m512i wide = _mm512_inserti64x4(_mm512_castsi256_si512(packed),
+                                                  _mm256_srli_epi16(packed, 4), 1);
+                __m512i w = _mm512_and_si512(wide, low);
+                __m512i x = _mm512_loadu_si512((const void *)(ac + 64 * p));
+                __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
+                vacc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(idx, de), vacc);
+                idx = _mm512_add_epi32(idx, two);
+            }
+        }
+        return _mm512_reduce_add_ps(_mm512_add_ps(vacc, vmin));
+    }
+#endif
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *qb = q + 16 * b;  /* portable order: pairs only matter for the vector path */
+        int64_t pair = b / 2, second = b % 2;
+        if (K % 64 == 0) qb = q + 32 * pair + 16 * second;
+        const int8_t *ab = a + 32 * b;
+        int dot = 0;
+        if (K % 64 == 0) {
+            const int8_t *lo = a + 64 * pair + 16 * second, *hi = lo + 32;
+            for (int i = 0; i < 16; i++) dot += (qb[i] & 15) * lo[i] + (qb[i] >> 4) * hi[i];
+        } else {
+            for (int i = 0; i < 16; i++) dot += (qb[i] & 15) * ab[i] + (qb[i] >> 4) * ab[i + 16];
+        }
+        acc += h2f(d[b]) * e[b] * (float)dot + h2f(m[b]) * s[b];
+    }
+    return acc;
+}
+
+/* y (R, N) = x (R, K) W^T for the packed W (N rows of K/2 bytes; d, m (N, K/32) fp16).
+ * work: R * (K + 8 * K/32) bytes of scratch for the quantized activations. */
+void zf_q4_matmul(const float *x, int64_t R, int64_t K, const uint8_t *q, const uint16_t *d,
+                  const uint16_t *m, int64_t N, float *y, void *work, int threads) {
+    int64_t nb = K / 32;
+    int8_t *a = (int8_t *)work;
+    float *e = (float *)(a + R * K), *s = e + R * nb;
+    for (int64_t r = 0; r < R; r++) quantize_x(x + r * K, K, a + r * K, e + r * nb, s + r * nb);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N * R >= 256)
+#endif
+    for (int64_t n = 0; n < N; n++) {
+        const uint8_t *qn = q + n * (K / 2);
+        const uint16_t *dn = d + n * nb, *mn = m + n * nb;
+        for (int64_t r = 0; r < R; r++)
+            y[r * N + n] = dot_row(qn, dn, mn, a + r * K, e + r * nb, s + r * nb, K);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * One decoding step of a LLaMA-style decoder (pre-norm RMSNorm, RoPE "rotate half", grouped-query
+ * attention over an fp32 KV cache, SwiGLU feed-forward, no biases), batch 1, every projection a
+ * Q4 matrix above: the same computation as nn/blocks.py's TransformerBlock on that path, in one
+ * call, so that a token costs the weights' memory traffic and no per-operation dispatch.
+ * Used by nn/q4.py:LlamaStep; tests/test_q4.py checks it against the module path. */
+typedef struct { const uint8_t *q; const uint16_t *d, *m; int64_t n, k; } ZfQ4;
+typedef struct {
+    const float *norm_attn, *norm_ffn;
+    ZfQ4 qkv, o, gate_up, down;
+    float *k_cache, *v_cache;                 /* (n_kv, max_len, hd): batch row 0 of the cache */
+} ZfLayer;
+
+static void q4_mv(const ZfQ4 *w, const float *x, float *y, void *work, int threads) {
+    int64_t K = w->k, nb = K / 32, N = w->n;
+    int8_t *a = (int8_t *)work;
+    float *e = (float *)(a + K), *s = e + nb;
+    quantize_x(x, K, a, e, s);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N >= 256)
+#endif
+    for (int64_t n = 0; n < N; n++)
+        y[n] = dot_row(w->q + n * (K / 2), w->d + n * nb, w->m + n * nb, a, e, s, K);
+}
+
+static void rms_norm(const float *x, const float *g, float eps, int64_t n, float *y) {
+    float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];
+    float r = 1.f / sqrtf(ss / (float)n + eps);
+    for (int64_t i = 0; i < n; i++) y[i] = g[i] * (x[i] * r);
+}
+
+static void rope(float *x, const float *c, const float *s, int64_t hd) {  /* rotate half */
+    int64_t half = hd / 2;
+    for (int64_t i = 0; i < half; i++) {
+        float a = x[i], b = x[i + half];
+        x[i] = a * c[i] - b * s[i];
+        x[i + half] = b * c[i + half] + a * s[i + half];
+    }
+}
+
+void zf_llama_step(const ZfLayer *layers, int n_layer, float *h, int64_t dm, int64_t n_head,
+                   int64_t n_kv, int64_t hd, int64_t pos, int64_t max_len, const float *cos_t,
+                   const float *sin_t, float eps, const float *final_norm, float *scratch,
+                   int threads) {
+    int64_t hq = n_head * hd, hk = n_kv * hd, ff = layers[0].down.k, rep = n_head / n_kv;
+    float *t = scratch, *qkv = t + (dm > ff ? dm : ff), *att = qkv + hq + 2 * hk;
+    float *gu = att + hq, *out = gu + 2 * ff, *scores = out + dm;      /* scores: n_head * max_len */
+    void *work = scores + n_head * max_len;
+    const float *c = cos_t + pos * hd, *sn = sin_t + pos * hd;
+    float scale = 1.f / sqrtf((float)hd);
+    for (int l = 0; l < n_layer; l++) {
+        const ZfLayer *L = layers + l;
+        rms_norm(h, L->norm_attn, eps, dm, t);
+        q4_mv(&L->qkv, t, qkv, work, threads);
+        float *q = qkv, *k = qkv + hq, *v = k + hk;
+        for (int64_t i = 0; i < n_head; i++) rope(q + i * hd, c, sn, hd);
+        for (int64_t i = 0; i < n_kv; i++) {
+            rope(k + i * hd, c, sn, hd);
+            memcpy(L->k_cache + (i * max_len + pos) * hd, k + i * hd, hd * sizeof(float));
+            memcpy(L->v_cache + (i * max_len + pos) * hd, v + i * hd, hd * sizeof(float));
+        }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && pos >= 64)
+#endif
+        for (int64_t i = 0; i < n_head; i++) {            /* softmax(q K^T / sqrt(d)) V per head */
+            const float *qi = q + i * hd, *kc = L->k_cache + (i / rep) * max_len * hd;
+            const float *vc = L->v_cache + (i / rep) * max_len * hd;
+            float *sc = scores + i * max_len, mx = -INFINITY, z = 0.f, *o = att + i * hd;
+            for (int64_t j = 0; j <= pos; j++) {
+                float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+                for (int64_t u = 0; u < hd; u++) acc += qi[u] * kc[j * hd + u];
+                sc[j] = acc * scale;
+                if (sc[j] > mx) mx = sc[j];
+            }
+            for (int64_t j = 0; j <= pos; j++) { sc[j] = expf(sc[j] - mx); z += sc[j]; }
+            for (int64_t u = 0; u < hd; u++) o[u] = 0.f;
+            for (int64_t j = 0; j <= pos; j++) {
+                float p = sc[j] / z;
+#pragma omp simd
+                for (int64_t u = 0; u < hd; u++) o[u] += p * vc[j * hd + u];
+            }
+        }
+        q4_mv(&L->o, att, out, work, threads);
+        for (int64_t i = 0; i < dm; i++) h[i] += out[i];
+        rms_norm(h, L->norm_ffn, eps, dm, t);
+        q4_mv(&L->gate_up, t, gu, work, threads);
+        for (int64_t i = 0; i < ff; i++) { float g = gu[i]; gu[i] = g / (1.f + expf(-g)) * gu[ff + i]; }
+        q4_mv(&L->down, gu, out, work, threads);
+        for (int64_t i = 0; i < dm; i++) h[i] += out[i];
+    }
+    if (final_norm) { rms_norm(h, final_norm, eps, dm, t); memcpy(h, t, dm * sizeof(float)); }
+}
