@@ -17,6 +17,7 @@ from zeroformer.inference.plan import choose_path
 from zeroformer.io.checkpoint import save_checkpoint
 from zeroformer.io.loading import Source
 from zeroformer.models import build_model
+from zeroformer.nn import q4 as q4k
 from zeroformer.nn.fast import Int4Linear, Int8Linear, RefinedInt4Linear
 from zeroformer.tokenizers import CharTokenizer
 
@@ -77,8 +78,9 @@ def test_bad_flags(flags, match):
 
 def test_describe_lines():
     q4 = choose_path(Source("gguf", "Q4_1"), kernels=BOTH)
+    act = "int8 activations (Q4 kernel)" if q4k.available() else "bf16 activations"
     assert q4.describe(1) == ("int4 weights (from GGUF Q4_1), int8-refined top-64 logits, "
-                              "fused QKV, bf16 activations, 1 thread")
+                              f"fused QKV, {act}, 1 thread")
     ref = choose_path(Source("gguf", "Q4_1"), dtype="fp32")
     assert ref.describe(2) == ("fp32 weights (GGUF Q4_1, dequantized), fp32 compute, "
                                "reference path, 2 threads")
@@ -110,6 +112,23 @@ def _check_int4_is_the_q4_1_grid(tensor):
     assert torch.equal(layer.scale_zero[..., 0].float(), s.t())
     assert torch.equal(layer.scale_zero[..., 1].float(), z.t())
     return layer, ((q - 8) * s[..., None] + z[..., None]).reshape(n, k)
+
+
+def test_q4_kernel_layer_is_the_files_grid(tmp_path):
+    """Q4Linear (our kernel, nn/q4.py) of a dequantized Q4_1 tensor holds the file's own codes
+    and its fp16 d and m exactly: no rounding at all."""
+    path = write_gguf(tmp_path / "m.gguf", tiny_llama(), Q.Q4_1)
+    for t in gguf.GGUFReader(str(path)).tensors:
+        if t.tensor_type != Q.Q4_1:
+            continue
+        q, d, m = _q4_1_blocks(t)
+        n, k = q.shape[0], q.shape[1] * 32
+        w = torch.from_numpy(gguf.quants.dequantize(np.asarray(t.data), Q.Q4_1).copy())
+        lin = torch.nn.Linear(k, n, bias=False)
+        lin.weight.data = w.reshape(n, k)
+        layer = q4k.Q4Linear.from_linear(lin)
+        assert torch.equal(layer.d.float(), d) and torch.equal(layer.m.float(), m)
+        assert torch.equal(layer.dequantized(), (q * d[..., None] + m[..., None]).reshape(n, k))
 
 
 @needs_int4
@@ -153,7 +172,8 @@ def test_gguf_default_paths_and_reference(lm_files):
     tokp = str(lm_files["tokenizer"])
     lines = []
     ids = torch.randint(0, 96, (2, 11), generator=torch.Generator().manual_seed(0))
-    for qtype, layer in (("Q4_1", Int4Linear), ("Q8_0", Int8Linear)):
+    act4 = "int8 activations (Q4 kernel)" if q4k.available() else "bf16 activations"
+    for qtype, layer in (("Q4_1", (Int4Linear, q4k.Q4Linear)), ("Q8_0", Int8Linear)):
         model, _ = load_lm(lm_files[qtype], tokp, report=lines.append)
         assert isinstance(model.blocks[0].self_attn.qkv, layer)
         head = RefinedInt4Linear if qtype == "Q4_1" else Int8Linear
@@ -166,8 +186,7 @@ def test_gguf_default_paths_and_reference(lm_files):
         assert (a - b).pow(2).mean().sqrt() / b.std() < 0.03
         assert (a - b).abs().max() / b.std() < 0.10
     assert lines == [
-        ("int4 weights (from GGUF Q4_1), int8-refined top-64 logits, fused QKV, bf16 "
-         "activations, 1 thread"),
+        f"int4 weights (from GGUF Q4_1), int8-refined top-64 logits, fused QKV, {act4}, 1 thread",
         "fp32 weights (GGUF Q4_1, dequantized), fp32 compute, reference path, 1 thread",
         "int8 weights (from GGUF Q8_0), fused QKV, bf16 activations, 1 thread",
         "fp32 weights (GGUF Q8_0, dequantized), fp32 compute, reference path, 1 thread"]
@@ -237,11 +256,16 @@ PROMPTS = ("The capital of France is", "Once upon a time,", "def fibonacci(n):")
 @pytest.mark.slow
 @pytest.mark.data
 @needs_int4
-def test_smollm2_default_path_equals_fp32_greedy():
+def test_smollm2_default_path_close_to_fp32_greedy():
     """`zeroformer generate --model SmolLM2-135M-Instruct.Q4_1.gguf` with no flag (int4 from the
-    file's Q4_1 blocks, int8-refined top-64 head) gives the `--dtype fp32` dequantized model's 48
-    greedy tokens on 3 prompts (measured 48/48 on each); every Q4_1 tensor re-quantizes to the
-    file's grid."""
+    file's Q4_1 blocks, int8-refined top-64 head) against the `--dtype fp32` dequantized model,
+    48 greedy tokens on 3 prompts. With torch's int4 kernel (bf16 activations) they are equal
+    (measured 48/48 on each). With our Q4 kernel (int8 activations per block of 32, llama.cpp's
+    scheme; its tokens equal llama.cpp's own, benchmarks/bench_decode.py) the fp32 model, fed
+    the fast path's own tokens, ranks each of them first except at near-ties: stated, every
+    token's fp32 log-probability within 0.5 nats of the best and at most 3 of 48 not the best
+    (measured 1 of 48 on each prompt, gaps 0.22 / 0.32 / 0.29 nats). Every Q4_1 tensor
+    re-quantizes to the file's grid."""
     from zeroformer import data
 
     path = data.locate("smollm2")
@@ -255,9 +279,16 @@ def test_smollm2_default_path_equals_fp32_greedy():
     ref, _ = load_lm(path, dtype="fp32", report=lines.append)
     assert lines[0].startswith("int4 weights (from GGUF Q4_1), int8-refined top-64 logits")
     assert lines[1].startswith("fp32 weights (GGUF Q4_1, dequantized)")
+    ours = q4k.available()
     for prompt in PROMPTS:
         ids = torch.tensor([tok.encode(prompt)])
-        a = ref.generate(ids, max_new_tokens=48, eos_token_id=-1)[0, ids.size(1):].tolist()
-        b = fast.generate(ids, max_new_tokens=48, eos_token_id=-1)[0, ids.size(1):].tolist()
-        assert len(a) == len(b) == 48
-        assert a == b, (prompt, next(i for i, (x, y) in enumerate(zip(a, b)) if x != y))
+        out = fast.generate(ids, max_new_tokens=48, eos_token_id=-1)
+        b = out[0, ids.size(1):].tolist()
+        if not ours:
+            a = ref.generate(ids, max_new_tokens=48, eos_token_id=-1)[0, ids.size(1):].tolist()
+            assert a == b, (prompt, next(i for i, (x, y) in enumerate(zip(a, b)) if x != y))
+            continue
+        with torch.no_grad():
+            lp = torch.log_softmax(ref(out[:, :-1]).float(), -1)[0, ids.size(1) - 1:]
+        gap = lp.max(-1).values - lp.gather(-1, torch.tensor(b)[:, None])[:, 0]
+        assert len(b) == 48 and gap.max() < 0.5 and (gap > 0).sum() <= 3, (prompt, gap)

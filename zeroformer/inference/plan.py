@@ -64,7 +64,10 @@ class Plan:
         if self.weights == "int4" and lm_head:
             parts.append("int8-refined top-64 logits")
         if self.quantized:
-            parts += ["fused QKV", "bf16 activations"]
+            from ..nn import q4
+
+            parts += ["fused QKV", "int8 activations (Q4 kernel)"
+                      if self.weights == "int4" and q4.available() else "bf16 activations"]
         else:
             parts.append(f"{self.weights} compute" + (", reference path"
                                                      if self.weights == "fp32" else ""))

@@ -22,6 +22,7 @@ from ..nn.embeddings import Embeddings, positions_from_mask
 from ..nn.init import init_normal
 from ..nn.norms import make_norm
 from ..nn.positions import RotaryEmbedding
+from ..nn.q4 import LlamaStep
 from .base import GenerativeModel
 
 
@@ -55,7 +56,18 @@ class Decoder(GenerativeModel):
         """Every row an independent sequence in its own cache slot (batching.py)."""
         return SlotSession(self, max_batch, max_len)
 
-    fast_step = None  # nn/q4.py:LlamaStep, set by nn/fast.py:prepare_inference where it fits
+    fused_step = False  # True (nn/fast.py:prepare_inference): one token in one C call, where
+                        # the model fits nn/q4.py:LlamaStep (built on first use, per copy)
+
+    @property
+    def fast_step(self):
+        """The fused decoding step (nn/q4.py:LlamaStep), or None where it does not fit."""
+        if not self.fused_step:
+            return None
+        step = self.__dict__.get("_fused_cache", False)
+        if step is False:                    # not built yet (or this is a copy of the model)
+            step = self.__dict__["_fused_cache"] = LlamaStep.build(self)
+        return step
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None,
                 return_hidden=False, last_only=False):
@@ -63,10 +75,10 @@ class Decoder(GenerativeModel):
         last_only: compute logits for the last position only (generation)."""
         b, t = input_ids.shape
         past = cache.length if cache is not None else 0
-        if (self.fast_step is not None and self.fast_step.fits(input_ids, attention_mask,
-                                                                position_ids, cache)
-                and not return_hidden):       # one token of one sequence: the fused step
-            return self.lm_head(self.fast_step(self.embed.tok(input_ids), cache, past))
+        step = self.fast_step
+        if step is not None and not return_hidden and step.fits(input_ids, attention_mask,
+                                                                position_ids, cache):
+            return self.lm_head(step(self.embed.tok(input_ids), cache, past))  # one token
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # nothing padded: let SDPA use its causal fast path
         if position_ids is None:

@@ -205,12 +205,10 @@ def prepare_inference(model: nn.Module, fuse: bool = True, int8: bool = False,
             elif isinstance(m, FeedForward):
                 m.fuse()
     if int4:
-        from .q4 import LlamaStep
-
         quantize_int4(model, keep_int8=("lm_head",) if int4_head == "int8" else (),
                       refine=("lm_head",) if int4_head == "refine" else ())
-        if hasattr(model, "fast_step"):   # a LLaMA-style decoder: its step in one call
-            model.fast_step = LlamaStep.build(model)
+        if hasattr(model, "fused_step"):   # a decoder: one token in one call where it fits
+            model.fused_step = True
     elif int8:
         quantize_int8(model)
     return model

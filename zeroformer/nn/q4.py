@@ -176,7 +176,8 @@ class LlamaStep:
         h += down(silu(gate) * up)          with gate, up = gate_up(RMSNorm(h))
     then the final RMSNorm. The same equations as nn/blocks.py on the Q4 path, without a Python
     operation per tensor; `LlamaStep.build(model)` returns None for any model it does not fit
-    (then the module path runs). The output layer and sampling stay in Python."""
+    (then the module path runs). The output layer and sampling stay in Python. It holds raw
+    pointers into the model's buffers: inference only, and a copy of the model builds its own."""
 
     def __init__(self, model):
         cfg = model.config
@@ -213,6 +214,9 @@ class LlamaStep:
                        for n in (b.norm_attn, b.norm_ffn)):
                 return None
         return LlamaStep(model)
+
+    def __deepcopy__(self, memo):
+        return False      # raw pointers into the old model: a copy builds its own (decoder.py)
 
     def fits(self, input_ids, attention_mask, position_ids, cache) -> bool:
         """This call is one new token of one unpadded sequence over a float32 KVCache whose

@@ -1,0 +1,109 @@
+"""Our Q4 kernel (zeroformer/nn/q4.py, q4_kernel.c) against formulas written out here:
+
+- Q4Linear: y = sum_b (d q + m) e a, with the activations' int8 blocks (e = max|x| / 127,
+  a = round(x / e)) computed in this file, in float64: equal up to float32 summation order;
+- LlamaStep (one decoding step of a LLaMA-style decoder in one C call) against the module path
+  (nn/blocks.py with the same Q4Linear layers): the same greedy tokens and logits within 1e-4,
+  at 1 and 2 threads, over two generate calls in a row (each call has a new KV cache).
+"""
+
+import copy
+
+import pytest
+import torch
+
+import zeroformer
+from zeroformer.models.decoder import Decoder
+from zeroformer.nn import q4
+from zeroformer.nn.fast import prepare_inference
+
+pytestmark = [pytest.mark.ci_may_skip,  # a CPU feature (AVX-512 VNNI) and a C compiler
+              pytest.mark.skipif(not q4.available(), reason="the Q4 kernel is not available "
+                                 f"here ({q4._lib_error or 'no AVX-512 VNNI'})")]
+
+
+def _reference(layer: q4.Q4Linear, x: torch.Tensor) -> torch.Tensor:
+    """x (R, K) -> (R, N) from the docstring's formulas, in float64."""
+    r, k = x.shape
+    xb = x.double().view(r, k // 32, 32)
+    e = xb.abs().amax(-1, keepdim=True) / 127
+    a = torch.where(e > 0, torch.round(xb / e), torch.zeros_like(xb)).clamp(-127, 127)
+    y = (a * e).view(r, k) @ layer.dequantized().double().t()
+    return y if layer.bias is None else y + layer.bias.double()
+
+
+@pytest.mark.parametrize("k", [64, 128, 576, 1088, 96])   # 2, 4, 18 (a 2-block tail), 34, 3 blocks
+@pytest.mark.parametrize("rows", [1, 3])
+def test_q4_linear_equals_its_formula(k, rows):
+    torch.manual_seed(k + rows)
+    lin = torch.nn.Linear(k, 40, bias=True)
+    layer = q4.Q4Linear.from_linear(lin)
+    x = torch.randn(rows, k) * 3
+    x[0, :32] = 0.0                                   # an all-zero block: e = 0
+    got = layer(x)
+    ref = _reference(layer, x)
+    assert got.shape == (rows, 40) and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-4 * ref.abs().max().item())
+    # and the weights are the group-wise 4-bit grid of the float layer (error <= d / 2)
+    w = lin.weight.detach().view(40, k // 32, 32)
+    step = (w.amax(-1) - w.amin(-1)) / 15
+    err = (layer.dequantized().view(40, k // 32, 32) - w).abs().amax(-1)
+    assert (err <= step / 2 * 1.01 + 1e-3 * step.max()).all()
+
+
+def _llama(seed=0):
+    torch.manual_seed(seed)
+    cfg = zeroformer.ModelConfig(arch="decoder", vocab_size=96, n_layer=3, d_model=64, n_head=4,
+                                 n_kv_head=2, d_ff=128, activation="silu", gated_ffn=True,
+                                 norm="rmsnorm", position="rope", bias=False, max_seq_len=64,
+                                 tie_embeddings=False, dropout=0.0)
+    model = Decoder(cfg).eval()
+    with torch.no_grad():  # larger weights: peaked distributions, no near-ties for argmax
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return prepare_inference(model, fuse=True, int4=True, int4_head="refine")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_step_equals_module_path(threads):
+    fast = _llama()
+    assert fast.fast_step is not None
+    slow = copy.deepcopy(fast)
+    slow.fused_step = False
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for prompt in ([5, 17, 3], [40, 2, 2, 9, 61, 7, 7]):  # two calls: two caches
+            ids = torch.tensor([prompt])
+            cache_a, cache_b = fast.new_cache(1, 40), slow.new_cache(1, 40)
+            ta = tb = None
+            with torch.no_grad():
+                la, lb = fast(ids, cache=cache_a)[:, -1], slow(ids, cache=cache_b)[:, -1]
+                for _ in range(30):
+                    ta, tb = la.argmax(-1, keepdim=True), lb.argmax(-1, keepdim=True)
+                    assert torch.equal(ta, tb)
+                    la = fast(ta, cache=cache_a, last_only=True)[:, -1]
+                    lb = slow(tb, cache=cache_b, last_only=True)[:, -1]
+                    torch.testing.assert_close(la, lb, rtol=1e-4, atol=1e-4 * lb.abs().max().item())
+            assert cache_a.length == cache_b.length == len(prompt) + 30
+            for x, y in zip(cache_a, cache_b):
+                torch.testing.assert_close(x.self_kv.k, y.self_kv.k, rtol=1e-4, atol=1e-4)
+            a = fast.generate(ids, max_new_tokens=20, eos_token_id=-1)
+            b = slow.generate(ids, max_new_tokens=20, eos_token_id=-1)
+            assert torch.equal(a, b)
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_fused_step_only_where_it_fits():
+    """GPT-2-style blocks (LayerNorm, GELU, biases), training, or no kernel: no fused step; a
+    batch of 2 or a padded prompt runs the module path (and gives the same tokens as alone)."""
+    gpt = prepare_inference(Decoder(zeroformer.preset("tiny", dropout=0.0)).eval(), int4=True)
+    assert gpt.fast_step is None
+    fast = _llama(1)
+    ids = torch.tensor([[5, 17, 3], [40, 2, 9]])
+    assert not fast.fast_step.fits(ids[:, -1:], None, None, fast.new_cache(2, 8))
+    together = fast.generate(ids, max_new_tokens=10, eos_token_id=-1)
+    for row in range(2):
+        alone = fast.generate(ids[row:row + 1], max_new_tokens=10, eos_token_id=-1)
+        assert torch.equal(alone[0], together[row])
