@@ -33,7 +33,7 @@ def _reference(layer: q4.Q4Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("k", [64, 128, 576, 1088, 96])   # 2, 4, 18 (a 2-block tail), 34, 3 blocks
-@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("rows", [1, 3, 6])
 def test_q4_linear_equals_its_formula(k, rows):
     torch.manual_seed(k + rows)
     lin = torch.nn.Linear(k, 40, bias=True)
@@ -44,6 +44,8 @@ def test_q4_linear_equals_its_formula(k, rows):
     ref = _reference(layer, x)
     assert got.shape == (rows, 40) and got.dtype == torch.float32
     torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-4 * ref.abs().max().item())
+    for i in range(rows):   # a row in a batch is computed exactly as alone (batched decoding)
+        assert torch.equal(got[i], layer(x[i:i + 1])[0])
     # and the weights are the group-wise 4-bit grid of the float layer (error <= d / 2)
     w = lin.weight.detach().view(40, k // 32, 32)
     step = (w.amax(-1) - w.amin(-1)) / 15
@@ -95,15 +97,33 @@ def test_fused_step_equals_module_path(threads):
         torch.set_num_threads(old)
 
 
-def test_fused_step_only_where_it_fits():
-    """GPT-2-style blocks (LayerNorm, GELU, biases), training, or no kernel: no fused step; a
-    batch of 2 or a padded prompt runs the module path (and gives the same tokens as alone)."""
+def test_fused_step_only_where_it_fits(monkeypatch):
+    """GPT-2-style blocks (LayerNorm, GELU, biases): no fused step. A padded batch runs the module
+    path; an unpadded batch of 2 and batched decoding (BatchEngine's slot cache) run the fused
+    step, and every row's tokens equal the module path's and the row's tokens alone."""
+    from zeroformer.batching import BatchEngine
+
     gpt = prepare_inference(Decoder(zeroformer.preset("tiny", dropout=0.0)).eval(), int4=True)
     assert gpt.fast_step is None
     fast = _llama(1)
+    slow = copy.deepcopy(fast)
+    slow.fused_step = False
     ids = torch.tensor([[5, 17, 3], [40, 2, 9]])
-    assert not fast.fast_step.fits(ids[:, -1:], None, None, fast.new_cache(2, 8))
+    cache = fast.new_cache(2, 8)
+    assert fast.fast_step.fits(ids[:, -1:], None, None, cache)
+    assert not fast.fast_step.fits(ids[:, -1:], torch.ones(2, 1), None, cache)
     together = fast.generate(ids, max_new_tokens=10, eos_token_id=-1)
-    for row in range(2):
-        alone = fast.generate(ids[row:row + 1], max_new_tokens=10, eos_token_id=-1)
-        assert torch.equal(alone[0], together[row])
+    assert torch.equal(together, slow.generate(ids, max_new_tokens=10, eos_token_id=-1))
+    prompts = [torch.tensor([[5, 17, 3]]), torch.tensor([[40, 2, 9, 9, 1, 33]]),
+               torch.tensor([[7]])]
+    rows = []
+    call = q4.LlamaStep.__call__
+    monkeypatch.setattr(q4.LlamaStep, "__call__",
+                        lambda self, h, *a: rows.append(h.size(0)) or call(self, h, *a))
+    engine = BatchEngine(fast, max_batch=4, max_len=32)
+    done = engine.run([dict(prompt_ids=p, max_new_tokens=12, eos_token_id=-1) for p in prompts])
+    for got, p in zip(done, prompts):
+        alone = fast.generate(p, max_new_tokens=12, eos_token_id=-1)[0, p.size(1):].tolist()
+        assert got == alone
+        assert alone == slow.generate(p, max_new_tokens=12, eos_token_id=-1)[0, p.size(1):].tolist()
+    assert max(rows) == 3  # the engine's steps with all three requests ran fused

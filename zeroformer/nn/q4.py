@@ -70,8 +70,8 @@ def _build() -> ctypes.CDLL:
     lib.zf_q4_matmul.argtypes = [p, i64, i64, p, p, p, i64, p, p, ctypes.c_int]
     lib.zf_q4_matmul.restype = None
     lib.zf_q4_has_vnni.restype = ctypes.c_int
-    lib.zf_llama_step.argtypes = [p, ctypes.c_int, p, i64, i64, i64, i64, i64, i64, p, p,
-                                  ctypes.c_float, p, p, ctypes.c_int]
+    lib.zf_llama_step.argtypes = [p, ctypes.c_int, p, i64, i64, i64, i64, i64, p, i64, i64,
+                                  p, p, ctypes.c_float, p, p, ctypes.c_int]
     lib.zf_llama_step.restype = None
     return lib
 
@@ -193,6 +193,7 @@ class LlamaStep:
         k_max = max(cfg.d_model, cfg.d_ff, hq)
         self.scratch_floats = (max(cfg.d_model, cfg.d_ff) + 2 * hq + 2 * cfg.n_kv_head * cfg.head_dim
                                + 2 * cfg.d_ff + cfg.d_model + k_max // 4 + 2 * (k_max // 32) + 16)
+        # (per row; + n_head * max_len attention scores once)
         self.scratch = None
 
     @staticmethod
@@ -219,39 +220,56 @@ class LlamaStep:
         return False      # raw pointers into the old model: a copy builds its own (decoder.py)
 
     def fits(self, input_ids, attention_mask, position_ids, cache) -> bool:
-        """This call is one new token of one unpadded sequence over a float32 KVCache whose
-        position the rotary table covers (anything else runs the module path)."""
-        from .attention import KVCache
+        """This call is one new token per row over a float32 cache, each row at one position the
+        rotary table covers: a KVCache without padding (every row at the cache's length), or a
+        slot cache in decode mode (row r in slot r at positions[r], batching.py; its mask says
+        only that and is not needed). Anything else runs the module path."""
+        from .attention import KVCache, SlotKVCache
 
-        if cache is None or input_ids.shape != (1, 1) or attention_mask is not None \
-                or position_ids is not None or input_ids.device.type != "cpu":
+        if cache is None or input_ids.dim() != 2 or input_ids.size(1) != 1 \
+                or input_ids.device.type != "cpu":
             return False
-        kv = cache[0].self_kv
-        return (type(kv) is KVCache and kv.k.dtype == torch.float32 and kv.k.is_contiguous()
-                and kv.length < min(kv.k.size(2), self.rope.cos.size(0)))
+        kv, r = cache[0].self_kv, input_ids.size(0)
+        if kv.k.dtype != torch.float32 or not kv.k.is_contiguous():
+            return False
+        limit = min(kv.k.size(2), self.rope.cos.size(0))
+        if type(kv) is KVCache:
+            return (attention_mask is None and position_ids is None and kv.k.size(0) == r
+                    and kv.length < limit)
+        if type(kv) is SlotKVCache:
+            s = kv.slots
+            return (s.slot is None and s.positions is not None and s.positions.numel() == r
+                    and position_ids is not None and s.width <= limit)
+        return False
 
     def __call__(self, h: torch.Tensor, cache, position: int) -> torch.Tensor:
-        """h: (1, 1, d) fp32 embedded token at `position` (= cache length) -> (1, 1, d) after the
-        final norm; the cache grows by one position."""
+        """h: (R, 1, d) fp32 embedded tokens -> (R, 1, d) after the final norm; each row's new
+        key/value written at its position (KVCache: `position` = its length, which grows by
+        one; slot cache: slots.positions)."""
         cfg = self.cfg
         kv = [layer.self_kv for layer in cache]
-        max_len = kv[0].k.size(2)
+        r, max_len = h.size(0), kv[0].k.size(2)
         ptrs = [(c.k.data_ptr(), c.v.data_ptr()) for c in kv]
         if self.cache_ptrs != ptrs:                 # another cache: point every layer at it
             for i, (k, v) in enumerate(ptrs):
                 self.layers[i].k_cache, self.layers[i].v_cache = k, v
             self.cache_ptrs = ptrs
-        need = self.scratch_floats + cfg.n_head * max_len
+        slots = getattr(kv[0], "slots", None)
+        if slots is None:
+            positions = torch.full((r,), position, dtype=torch.int64)
+        else:
+            positions = slots.positions.to(torch.int64).contiguous()
+        need = r * self.scratch_floats + cfg.n_head * max_len
         if self.scratch is None or self.scratch.numel() < need:
             self.scratch = torch.empty(need)
-        if position >= max_len:
-            raise ValueError(f"KV cache full: {position + 1} > {max_len} positions")
-        out = h.reshape(-1).float().clone()
-        _lib.zf_llama_step(self.layers, cfg.n_layer, out.data_ptr(), cfg.d_model, cfg.n_head,
-                           cfg.n_kv_head, cfg.head_dim, position, max_len,
-                           self.rope.cos.data_ptr(), self.rope.sin.data_ptr(),
-                           ctypes.c_float(cfg.norm_eps), self.final.data_ptr(),
-                           self.scratch.data_ptr(), torch.get_num_threads())
-        for c in kv:
-            c.length = position + 1
-        return out.view(1, 1, -1).to(h.dtype)
+        out = h.reshape(r, -1).float().clone()
+        _lib.zf_llama_step(self.layers, cfg.n_layer, out.data_ptr(), r, cfg.d_model, cfg.n_head,
+                           cfg.n_kv_head, cfg.head_dim, positions.data_ptr(), max_len,
+                           kv[0].k[0].numel(), self.rope.cos.data_ptr(),
+                           self.rope.sin.data_ptr(), ctypes.c_float(cfg.norm_eps),
+                           self.final.data_ptr(), self.scratch.data_ptr(),
+                           torch.get_num_threads())
+        if slots is None:
+            for c in kv:
+                c.length = position + 1
+        return out.view(r, 1, -1).to(h.dtype)

@@ -122,6 +122,61 @@ static float dot_row(const uint8_t *q, const uint16_t *d, const uint16_t *m, con
     return acc;
 }
 
+#ifdef ZF_VNNI
+/* Row n of the weights against up to 4 activation rows at once (K % 64 == 0): each pair of
+ * blocks is unpacked once and used for every row. y[r * ystride] for r < R. */
+static void dot_rows4(const uint8_t *q, const uint16_t *d, const uint16_t *m, const int8_t *a,
+                      const float *e, const float *s, int64_t K, int R, float *y,
+                      int64_t ystride) {
+    int64_t nb = K / 32;
+    const __m512i low = _mm512_set1_epi8(0x0f), two = _mm512_set1_epi32(2);
+    const __m512i pick = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
+    __m512 acc[4], mins[4], de[4];      /* the same order of sums as dot_row: equal results */
+    for (int r = 0; r < 4; r++) acc[r] = mins[r] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < nb; c += 16) {
+        int cnt = nb - c < 16 ? (int)(nb - c) : 16;
+        __mmask16 mk = (__mmask16)((1u << cnt) - 1);
+        __m512 dv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, d + c));
+        __m512 mv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, m + c));
+        for (int r = 0; r < R; r++) {
+            de[r] = _mm512_mul_ps(dv, _mm512_maskz_loadu_ps(mk, e + r * nb + c));
+            mins[r] = _mm512_fmadd_ps(mv, _mm512_maskz_loadu_ps(mk, s + r * nb + c), mins[r]);
+        }
+        const uint8_t *qc = q + 16 * c;
+        __m512i idx = pick;
+        for (int p = 0; p < cnt / 2; p++) {
+            __m256i packed = _mm256_loadu_si256((const __m256i *)(qc + 32 * p));
+            __m512i w = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(packed),
+                                                            _mm256_srli_epi16(packed, 4), 1), low);
+            for (int r = 0; r < R; r++) {
+                __m512i x = _mm512_loadu_si512((const void *)(a + r * K + 32 * c + 64 * p));
+                __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot),
+                                         _mm512_permutexvar_ps(idx, de[r]), acc[r]);
+            }
+            idx = _mm512_add_epi32(idx, two);
+        }
+    }
+    for (int r = 0; r < R; r++) y[r * ystride] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r], mins[r]));
+}
+#endif
+
+/* y[r * N + n] for r < R: row n of the weights against every activation row. */
+static void dot_all_rows(const uint8_t *q, const uint16_t *d, const uint16_t *m, const int8_t *a,
+                         const float *e, const float *s, int64_t K, int64_t R, float *y,
+                         int64_t N) {
+    int64_t nb = K / 32, r = 0;
+#ifdef ZF_VNNI
+    if (K % 64 == 0 && R > 1) {
+        for (; r < R; r += 4)
+            dot_rows4(q, d, m, a + r * K, e + r * nb, s + r * nb, K, R - r < 4 ? (int)(R - r) : 4,
+                      y + r * N, N);
+        return;
+    }
+#endif
+    for (; r < R; r++) y[r * N] = dot_row(q, d, m, a + r * K, e + r * nb, s + r * nb, K);
+}
+
 /* y (R, N) = x (R, K) W^T for the packed W (N rows of K/2 bytes; d, m (N, K/32) fp16).
  * work: R * (K + 8 * K/32) bytes of scratch for the quantized activations. */
 void zf_q4_matmul(const float *x, int64_t R, int64_t K, const uint8_t *q, const uint16_t *d,
@@ -133,12 +188,8 @@ void zf_q4_matmul(const float *x, int64_t R, int64_t K, const uint8_t *q, const 
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N * R >= 256)
 #endif
-    for (int64_t n = 0; n < N; n++) {
-        const uint8_t *qn = q + n * (K / 2);
-        const uint16_t *dn = d + n * nb, *mn = m + n * nb;
-        for (int64_t r = 0; r < R; r++)
-            y[r * N + n] = dot_row(qn, dn, mn, a + r * K, e + r * nb, s + r * nb, K);
-    }
+    for (int64_t n = 0; n < N; n++)
+        dot_all_rows(q + n * (K / 2), d + n * nb, m + n * nb, a, e, s, K, R, y + n, N);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -154,16 +205,17 @@ typedef struct {
     float *k_cache, *v_cache;                 /* (n_kv, max_len, hd): batch row 0 of the cache */
 } ZfLayer;
 
-static void q4_mv(const ZfQ4 *w, const float *x, float *y, void *work, int threads) {
+/* y (R, N) = x (R, K) W^T: quantize the R rows, then every weight row against all of them. */
+static void q4_mv(const ZfQ4 *w, const float *x, int64_t R, float *y, void *work, int threads) {
     int64_t K = w->k, nb = K / 32, N = w->n;
     int8_t *a = (int8_t *)work;
-    float *e = (float *)(a + K), *s = e + nb;
-    quantize_x(x, K, a, e, s);
+    float *e = (float *)(a + R * K), *s = e + R * nb;
+    for (int64_t r = 0; r < R; r++) quantize_x(x + r * K, K, a + r * K, e + r * nb, s + r * nb);
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N >= 256)
 #endif
     for (int64_t n = 0; n < N; n++)
-        y[n] = dot_row(w->q + n * (K / 2), w->d + n * nb, w->m + n * nb, a, e, s, K);
+        dot_all_rows(w->q + n * (K / 2), w->d + n * nb, w->m + n * nb, a, e, s, K, R, y + n, N);
 }
 
 static void rms_norm(const float *x, const float *g, float eps, int64_t n, float *y) {
@@ -183,56 +235,71 @@ static void rope(float *x, const float *c, const float *s, int64_t hd) {  /* rot
     }
 }
 
-void zf_llama_step(const ZfLayer *layers, int n_layer, float *h, int64_t dm, int64_t n_head,
-                   int64_t n_kv, int64_t hd, int64_t pos, int64_t max_len, const float *cos_t,
-                   const float *sin_t, float eps, const float *final_norm, float *scratch,
-                   int threads) {
+/* R rows, row r one new token at position pos[r] of cache row r (k_cache + r * row_stride). */
+void zf_llama_step(const ZfLayer *layers, int n_layer, float *h, int64_t R, int64_t dm,
+                   int64_t n_head, int64_t n_kv, int64_t hd, const int64_t *pos, int64_t max_len,
+                   int64_t row_stride, const float *cos_t, const float *sin_t, float eps,
+                   const float *final_norm, float *scratch, int threads) {
     int64_t hq = n_head * hd, hk = n_kv * hd, ff = layers[0].down.k, rep = n_head / n_kv;
-    float *t = scratch, *qkv = t + (dm > ff ? dm : ff), *att = qkv + hq + 2 * hk;
-    float *gu = att + hq, *out = gu + 2 * ff, *scores = out + dm;      /* scores: n_head * max_len */
-    void *work = scores + n_head * max_len;
-    const float *c = cos_t + pos * hd, *sn = sin_t + pos * hd;
+    int64_t width = hq + 2 * hk, tw = dm > ff ? dm : ff;
+    float *t = scratch, *qkv = t + R * tw, *att = qkv + R * width;
+    float *gu = att + R * hq, *out = gu + R * 2 * ff, *scores = out + R * dm;
+    void *work = scores + n_head * max_len;                         /* scores: n_head * max_len */
     float scale = 1.f / sqrtf((float)hd);
     for (int l = 0; l < n_layer; l++) {
         const ZfLayer *L = layers + l;
-        rms_norm(h, L->norm_attn, eps, dm, t);
-        q4_mv(&L->qkv, t, qkv, work, threads);
-        float *q = qkv, *k = qkv + hq, *v = k + hk;
-        for (int64_t i = 0; i < n_head; i++) rope(q + i * hd, c, sn, hd);
-        for (int64_t i = 0; i < n_kv; i++) {
-            rope(k + i * hd, c, sn, hd);
-            memcpy(L->k_cache + (i * max_len + pos) * hd, k + i * hd, hd * sizeof(float));
-            memcpy(L->v_cache + (i * max_len + pos) * hd, v + i * hd, hd * sizeof(float));
-        }
+        for (int64_t r = 0; r < R; r++) rms_norm(h + r * dm, L->norm_attn, eps, dm, t + r * dm);
+        q4_mv(&L->qkv, t, R, qkv, work, threads);
+        for (int64_t r = 0; r < R; r++) {
+            float *q = qkv + r * width, *k = q + hq, *v = k + hk, *kc0 = L->k_cache + r * row_stride;
+            float *vc0 = L->v_cache + r * row_stride;
+            int64_t p = pos[r];
+            const float *c = cos_t + p * hd, *sn = sin_t + p * hd;
+            for (int64_t i = 0; i < n_head; i++) rope(q + i * hd, c, sn, hd);
+            for (int64_t i = 0; i < n_kv; i++) {
+                rope(k + i * hd, c, sn, hd);
+                memcpy(kc0 + (i * max_len + p) * hd, k + i * hd, hd * sizeof(float));
+                memcpy(vc0 + (i * max_len + p) * hd, v + i * hd, hd * sizeof(float));
+            }
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && pos >= 64)
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && p >= 64)
 #endif
-        for (int64_t i = 0; i < n_head; i++) {            /* softmax(q K^T / sqrt(d)) V per head */
-            const float *qi = q + i * hd, *kc = L->k_cache + (i / rep) * max_len * hd;
-            const float *vc = L->v_cache + (i / rep) * max_len * hd;
-            float *sc = scores + i * max_len, mx = -INFINITY, z = 0.f, *o = att + i * hd;
-            for (int64_t j = 0; j <= pos; j++) {
-                float acc = 0.f;
+            for (int64_t i = 0; i < n_head; i++) {        /* softmax(q K^T / sqrt(d)) V per head */
+                const float *qi = q + i * hd, *kc = kc0 + (i / rep) * max_len * hd;
+                const float *vc = vc0 + (i / rep) * max_len * hd;
+                float *sc = scores + i * max_len, mx = -INFINITY, z = 0.f, *o = att + r * hq + i * hd;
+                for (int64_t j = 0; j <= p; j++) {
+                    float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
-                for (int64_t u = 0; u < hd; u++) acc += qi[u] * kc[j * hd + u];
-                sc[j] = acc * scale;
-                if (sc[j] > mx) mx = sc[j];
-            }
-            for (int64_t j = 0; j <= pos; j++) { sc[j] = expf(sc[j] - mx); z += sc[j]; }
-            for (int64_t u = 0; u < hd; u++) o[u] = 0.f;
-            for (int64_t j = 0; j <= pos; j++) {
-                float p = sc[j] / z;
+                    for (int64_t u = 0; u < hd; u++) acc += qi[u] * kc[j * hd + u];
+                    sc[j] = acc * scale;
+                    if (sc[j] > mx) mx = sc[j];
+                }
+                for (int64_t j = 0; j <= p; j++) { sc[j] = expf(sc[j] - mx); z += sc[j]; }
+                for (int64_t u = 0; u < hd; u++) o[u] = 0.f;
+                for (int64_t j = 0; j <= p; j++) {
+                    float pj = sc[j] / z;
 #pragma omp simd
-                for (int64_t u = 0; u < hd; u++) o[u] += p * vc[j * hd + u];
+                    for (int64_t u = 0; u < hd; u++) o[u] += pj * vc[j * hd + u];
+                }
             }
         }
-        q4_mv(&L->o, att, out, work, threads);
-        for (int64_t i = 0; i < dm; i++) h[i] += out[i];
-        rms_norm(h, L->norm_ffn, eps, dm, t);
-        q4_mv(&L->gate_up, t, gu, work, threads);
-        for (int64_t i = 0; i < ff; i++) { float g = gu[i]; gu[i] = g / (1.f + expf(-g)) * gu[ff + i]; }
-        q4_mv(&L->down, gu, out, work, threads);
-        for (int64_t i = 0; i < dm; i++) h[i] += out[i];
+        q4_mv(&L->o, att, R, out, work, threads);
+        for (int64_t i = 0; i < R * dm; i++) h[i] += out[i];
+        for (int64_t r = 0; r < R; r++) rms_norm(h + r * dm, L->norm_ffn, eps, dm, t + r * dm);
+        q4_mv(&L->gate_up, t, R, gu, work, threads);
+        for (int64_t r = 0; r < R; r++) {
+            float *g = gu + r * 2 * ff, *u = g + ff, *o = gu + r * 2 * ff;  /* in place: o[i] <= g[i] */
+            for (int64_t i = 0; i < ff; i++) o[i] = g[i] / (1.f + expf(-g[i])) * u[i];
+        }
+        /* down reads R rows of ff values at stride 2 ff: compact them first */
+        for (int64_t r = 1; r < R; r++) memmove(gu + r * ff, gu + r * 2 * ff, ff * sizeof(float));
+        q4_mv(&L->down, gu, R, out, work, threads);
+        for (int64_t i = 0; i < R * dm; i++) h[i] += out[i];
     }
-    if (final_norm) { rms_norm(h, final_norm, eps, dm, t); memcpy(h, t, dm * sizeof(float)); }
+    if (final_norm)
+        for (int64_t r = 0; r < R; r++) {
+            rms_norm(h + r * dm, final_norm, eps, dm, t);
+            memcpy(h + r * dm, t, dm * sizeof(float));
+        }
 }
