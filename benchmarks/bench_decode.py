@@ -1,4 +1,4 @@
-"""Greedy decoding of SmolLM2-135M-Instruct, batch 1: zeroformer vs transformers' `generate`.
+"""Greedy decoding of SmolLM2-135M-Instruct, batch 1: zeroformer vs llama.cpp and transformers.
 
 Both models hold the same weights (the GGUF, dequantized to fp32; transformers reads our HF export).
 Runs alternate in one process; each prints tokens/s (new tokens / wall time of the whole generate
@@ -11,16 +11,22 @@ Transformers runs twice:
              model (--no-ref-int8 skips it). It quantizes activations too, and its greedy text
              departs from fp32 early (printed below); ours int8 keeps bf16 activations.
              Transformers has no CPU int4 without extra packages (torchao, quanto), so the int4
-             variants of ours are set against this int8. The real reference for CPU decode is
-             llama.cpp (its own Q4/Q8 kernels); it is not run here.
+             variants of ours are set against this int8.
+llama.cpp (llama-cpp-python, the CPU reference), when installed: the same Q4_1 GGUF file, greedy
+(top_k=1), its own tokens for our prompt ids, n_batch=1 (larger batches crashed on this CPU in
+multi-token prompt evaluation), n_threads = torch's threads. Build it with native flags:
+    CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_CURL=OFF" pip install llama-cpp-python==0.3.36
+(about 8 minutes on 2 cores). Skipped with a reason when `llama_cpp` is not importable.
 Variants of ours:
   default    what `zeroformer generate --model FILE` runs with no flags (inference/plan.py: a
              Q4_1 GGUF -> int4 from its blocks, int8-refined top-64 head, fused projections;
-             its path line is printed); before "fast by default" the default was fp32
+             with our Q4 kernel (nn/q4.py) each token is one C call for the 30 blocks; its path
+             line is printed); before "fast by default" the default was fp32
   fp32       the reference path (`--dtype fp32`) (preallocated KV cache, last-position logits only)
   fp32+fuse  + fused QKV and gate/up projections (one matmul instead of three / two)
   int8       + int8 weight-only matmuls (bf16 activations), fused projections
-  int4       + int4 group-wise weight-only matmuls (bf16 activations); output layer int8
+  int4       + int4 group-wise weight-only matmuls (our Q4 kernel where it compiles: int8
+             activations, fused step; else torch's: bf16 activations); output layer int8
   int4 all   the same with the output layer int4 too
   int4 refine  int4 everywhere; the output layer re-scores its top 64 logits with int8 rows
 (torch.compile of the forward, measured no faster than int4 on this CPU: x2.21 / x2.90 vs
@@ -50,6 +56,8 @@ def main(argv=None):
     ap.add_argument("--new-tokens", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--prefill-tokens", type=int, default=200,
+                    help="prompt length of the prefill comparison (0: skip it)")
     ap.add_argument("--no-ref-int8", dest="ref_int8", action="store_false",
                     help="skip transformers + torch.ao dynamic int8")
     args = ap.parse_args(argv)
@@ -92,6 +100,7 @@ def main(argv=None):
     default, _ = load_lm(path, report=lambda line: print(f"default path: {line}"))
     ids = torch.tensor([tok.encode(args.prompt)])
     n = args.new_tokens
+    llama = _llama_cpp(str(path), torch.get_num_threads())
 
     runs = {
         "transformers fp32": lambda: hf.generate(ids, max_new_tokens=n, do_sample=False),
@@ -106,6 +115,8 @@ def main(argv=None):
     }
     if hf8 is None:
         del runs["transformers int8"]
+    if llama is not None:
+        runs["llama.cpp"] = lambda: _llama_generate(llama, ids, n)
     outs = {k: f() for k, f in runs.items()}  # warm-up (and outputs to compare)
     same = torch.equal(outs["zeroformer fp32"], outs["transformers fp32"])
     times = {k: [] for k in runs}
@@ -122,7 +133,7 @@ def main(argv=None):
         print(f"  {k:24s} {tps[k]:7.2f} tokens/s   x{tps[k] / base:.2f}")
     print(f"  greedy tokens identical (zeroformer fp32 vs transformers fp32): {same}")
     ref = outs["zeroformer fp32"][0, ids.size(1):].tolist()
-    for k in ("transformers int8", "zeroformer default", "zeroformer int8", "zeroformer int4", "zeroformer int4 all",
+    for k in ("llama.cpp", "transformers int8", "zeroformer default", "zeroformer int8", "zeroformer int4", "zeroformer int4 all",
               "zeroformer int4 refine"):
         if k not in outs:
             continue
@@ -140,8 +151,72 @@ def main(argv=None):
               f"({'int8' if r8 > base else 'fp32'}, {best:.2f} tokens/s): "
               + ", ".join(f"{k.removeprefix('zeroformer ')} x{tps[k] / best:.2f}" for k in tps
                           if k.startswith("zeroformer") and k != "zeroformer fp32"))
-    print(f"  like for like (ours / transformers): {'; '.join(like)}. "
-          "llama.cpp (the CPU reference for quantized decode) is not run here.")
+    print(f"  like for like (ours / transformers): {'; '.join(like)}.")
+    if args.prefill_tokens:
+        _prefill(args, default, ours, tok, llama)
+    if llama is None:
+        print(f"  llama.cpp: skipped ({_LLAMA_SKIP})")
+    else:
+        lc = tps["llama.cpp"]
+        print(f"  against llama.cpp ({lc:.2f} tokens/s): default x{tps['zeroformer default'] / lc:.2f}, "
+              f"best of ours ({max((k for k in tps if k.startswith('zeroformer')), key=tps.get)}) "
+              f"x{max(v for k, v in tps.items() if k.startswith('zeroformer')) / lc:.2f}; "
+              f"default's tokens equal llama.cpp's: "
+              f"{outs['zeroformer default'][0, ids.size(1):].tolist() == outs['llama.cpp'][0, ids.size(1):].tolist()}")
+
+
+def _prefill(args, default, fp32, tok, llama):
+    """Prompt tokens/s: the time to read a prompt of --prefill-tokens tokens and give the first
+    token's logits (ours: model(ids) with a new cache; llama.cpp: eval with n_batch=1)."""
+    text = "The quick brown fox jumps over the lazy dog while the cat sleeps. " * 64
+    ids = torch.tensor([tok.encode(text)[:args.prefill_tokens]])
+    t_len = ids.size(1)
+    runs = {"zeroformer default": lambda: default(ids, cache=default.new_cache(1, t_len + 1),
+                                                  last_only=True),
+            "zeroformer fp32": lambda: fp32(ids, cache=fp32.new_cache(1, t_len + 1),
+                                            last_only=True)}
+    if llama is not None:
+        runs["llama.cpp (n_batch=1)"] = lambda: (llama.reset(), llama.eval(ids[0].tolist()))
+    times = {k: [] for k in runs}
+    with torch.no_grad():
+        for f in runs.values():
+            f()
+        for _ in range(args.repeats):
+            for k, f in runs.items():
+                t = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t)
+    print(f"prefill: a {t_len}-token prompt, prompt tokens/s (median of {args.repeats})")
+    for k, ts in times.items():
+        print(f"  {k:24s} {t_len / statistics.median(ts):8.1f}")
+
+
+_LLAMA_SKIP = "llama_cpp is not installed"
+
+
+def _llama_cpp(path: str, threads: int):
+    """llama.cpp's model on the same file, or None (the reason in _LLAMA_SKIP)."""
+    global _LLAMA_SKIP
+    try:
+        from llama_cpp import Llama
+    except ImportError as e:
+        _LLAMA_SKIP = f"llama_cpp is not importable: {e}; see this file's docstring to build it"
+        return None
+    if not path.endswith(".gguf"):
+        _LLAMA_SKIP = "llama.cpp reads GGUF files only"
+        return None
+    return Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_batch=1,
+                 n_ctx=512, verbose=False)
+
+
+def _llama_generate(llm, ids: torch.Tensor, n: int) -> torch.Tensor:
+    """n greedy tokens after the prompt ids (1, T) -> (1, T + n), like model.generate."""
+    out = []
+    for t in llm.generate(ids[0].tolist(), top_k=1, temp=0.0, repeat_penalty=1.0, reset=True):
+        out.append(t)
+        if len(out) == n:
+            break
+    return torch.cat([ids, torch.tensor([out])], 1)
 
 
 if __name__ == "__main__":
