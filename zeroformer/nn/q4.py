@@ -214,6 +214,9 @@ class LlamaStep:
             if not all(isinstance(n, RMSNorm) and n.weight.dtype == torch.float32
                        for n in (b.norm_attn, b.norm_ffn)):
                 return None
+        if not (isinstance(model.norm, RMSNorm) and model.norm.weight.dtype == torch.float32
+                and model.rope.cos.dtype == torch.float32 and model.rope.cos.is_contiguous()):
+            return None
         return LlamaStep(model)
 
     def __deepcopy__(self, memo):
