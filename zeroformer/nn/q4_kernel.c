@@ -192,6 +192,34 @@ void zf_q4_matmul(const float *x, int64_t R, int64_t K, const uint8_t *q, const 
         dot_all_rows(q + n * (K / 2), d + n * nb, m + n * nb, a, e, s, K, R, y + n, N);
 }
 
+/* The weights as bf16 (N, K), w = d q + m rounded to nearest even: for many rows at once
+ * (a prompt), where one bf16 matrix product beats R matrix-vector products (nn/q4.py). */
+void zf_q4_dequant_bf16(const uint8_t *q, const uint16_t *d, const uint16_t *m, int64_t N,
+                        int64_t K, uint16_t *out, int threads) {
+    int64_t nb = K / 32;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N >= 256)
+#endif
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t b = 0; b < nb; b++) {
+            float db = h2f(d[n * nb + b]), mb = h2f(m[n * nb + b]);
+            const uint8_t *qb = q + n * (K / 2) + 16 * b;     /* K % 64 != 0: blocks apart */
+            const uint8_t *lo = qb;
+            int shift_lo = 0, shift_hi = 4;
+            if (K % 64 == 0) lo = q + n * (K / 2) + 32 * (b / 2) + 16 * (b % 2);
+            uint16_t *o = out + n * K + 32 * b;
+            for (int j = 0; j < 32; j++) {
+                int code = j < 16 ? (lo[j] >> shift_lo) & 15 : (lo[j - 16] >> shift_hi) & 15;
+                float w = db * (float)code + mb;
+                uint32_t u;
+                memcpy(&u, &w, 4);
+                u += 0x7fff + ((u >> 16) & 1);
+                o[j] = (uint16_t)(u >> 16);
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------------------------
  * One decoding step of a LLaMA-style decoder (pre-norm RMSNorm, RoPE "rotate half", grouped-query
  * attention over an fp32 KV cache, SwiGLU feed-forward, no biases), batch 1, every projection a
