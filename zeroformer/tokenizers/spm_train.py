@@ -125,9 +125,17 @@ def write_spec(pieces, model_type) -> P.ModelSpec:
 
 
 def _check_size(vocab_size, kept):
+    if not kept:
+        raise UserError("the training text is empty (no characters after normalization)")
     if vocab_size < len(META) + len(kept):
         raise UserError(f"vocab size {vocab_size} is too small: the corpus needs {len(kept)} "
                         f"characters + {len(META)} special pieces (lower --character-coverage?)")
+
+
+def _check_reached(vocab_size, n_pieces):
+    if n_pieces + len(META) < vocab_size:
+        raise UserError(f"vocab size {vocab_size} is too large for this text: training found "
+                        f"{n_pieces + len(META)} pieces (set --vocab-size to at most that)")
 
 
 # ---- unigram ---------------------------------------------------------------------------------
@@ -179,6 +187,7 @@ def train_unigram(texts, vocab_size, character_coverage=0.9995, max_piece_length
     final = [(pieces[k], score[k]) for k in np.flatnonzero(is_char)] + \
             [(pieces[k], score[k]) for k in order]
     final.sort(key=lambda ws: (-np.float32(ws[1]), ws[0]))
+    _check_reached(vocab_size, len(final))
     return write_spec(final, P.UNIGRAM)
 
 
@@ -288,6 +297,7 @@ def train_spm_bpe(texts, vocab_size, character_coverage=0.9995, max_piece_length
                 heapq.heappush(heap, (-cnt, pair[0], pair[1]))
             else:
                 counts.pop(pair, None)
+    _check_reached(vocab_size, len(merged) + len(kept))
     order = merged + kept
     return write_spec([(w, -k) for k, w in enumerate(order)], P.BPE)
 
