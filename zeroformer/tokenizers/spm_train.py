@@ -70,15 +70,14 @@ def normalizer_spec() -> P.ModelSpec:
 def corpus_chunks(texts, character_coverage=0.9995):
     """Texts -> (Counter of chunks, kept characters by decreasing count); see the module doc."""
     norm = Normalizer(normalizer_spec())
-    sentences = Counter()
+    words = Counter()  # "▁" + word -> count (a normalized line is "▁w1▁w2...")
     for text in texts:
         for line in text.split("\n"):
-            s = norm.normalize(line.rstrip("\r"))
-            if s:
-                sentences[s] += 1
+            words.update(norm.normalize(line.rstrip("\r")).split(SPACE)[1:])
     chars = Counter()
-    for s, f in sentences.items():
-        for c, n in Counter(s).items():
+    for w, f in words.items():
+        chars[SPACE] += f
+        for c, n in Counter(w).items():
             chars[c] += n * f
     total, acc, kept = sum(chars.values()), 0, []
     for c, n in sorted(chars.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -88,8 +87,8 @@ def corpus_chunks(texts, character_coverage=0.9995):
         kept.append(c)
     keep = set(kept)
     chunks = Counter()
-    for s, f in sentences.items():
-        for chunk in _chunks(s, keep):
+    for w, f in words.items():
+        for chunk in _chunks(SPACE + w, keep):
             chunks[chunk] += f
     return chunks, kept
 
