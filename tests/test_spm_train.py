@@ -71,7 +71,8 @@ def test_digamma_equals_torch():
 
 def test_chunks_cut_at_words_scripts_and_rare_characters():
     keep = set("▁abcdeкот,1")
-    assert spm_train._chunks("▁abc,▁кот1▁dxe", keep) == ["▁abc", ",", "▁кот", "1", "▁d", "e"]
+    assert spm_train._chunks("▁abc,▁кот1▁dxe", keep) == [
+        ("▁abc", ","), (",", "▁"), ("▁кот", "1"), ("1", "▁"), ("▁d", "x"), ("e", "▁")]
 
 
 @pytest.fixture(scope="module")
