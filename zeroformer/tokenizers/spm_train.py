@@ -29,8 +29,10 @@ Unigram (Kudo 2018, "Subword Regularization", section 3.2; SentencePiece unigram
   4. repeat 2-3 until the vocabulary is at most 1.1 * vocab_size; keep the best-scored pieces.
 
 BPE (bpe_model_trainer.cc): from characters, merge the most frequent adjacent pair (counted over
-chunks, weighted by chunk counts, with bpe_train.PairIndex) whose result is a valid piece; piece
-score = -(order of creation), the characters last. Ids: <unk> 0, <s> 1, </s> 2, then the pieces.
+chunks, weighted by chunk counts, with bpe_train.PairIndex) whose result is a valid piece; ties:
+the shorter result, then the smaller string (SentencePiece's order); piece score = -(order of
+creation), the characters last. Ids: <unk> 0, <s> 1, </s> 2, then the pieces. (Tested: the same
+pieces in the same order as the library's trainer with identity normalization.)
 """
 
 from __future__ import annotations
@@ -293,15 +295,19 @@ def train_spm_bpe(texts, vocab_size, character_coverage=0.9995, max_piece_length
     words = [[token_id[c] for c in w] for w in chunks]
     index = PairIndex(words, list(chunks.values()))
     counts = index.pairs
-    heap = [(-c, a, b) for (a, b), c in counts.items()]
+
+    def entry(a, b, c):  # SentencePiece's order: most frequent, then shorter, then smaller string
+        w = tokens[a] + tokens[b]
+        return -c, len(w), w, a, b
+
+    heap = [entry(a, b, c) for (a, b), c in counts.items()]
     heapq.heapify(heap)
     merged = []
     n_merges = vocab_size - len(META) - len(kept)
     while len(merged) < n_merges and heap:
-        neg, a, b = heapq.heappop(heap)
+        neg, _, new, a, b = heapq.heappop(heap)
         if counts.get((a, b), 0) != -neg or neg == 0:
             continue
-        new = tokens[a] + tokens[b]
         if len(new) > max_piece_length:
             continue  # not a valid piece: never merged (pushed again only if its count changes)
         c = token_id.get(new)
@@ -312,7 +318,7 @@ def train_spm_bpe(texts, vocab_size, character_coverage=0.9995, max_piece_length
         for pair in index.merge(a, b, c):
             cnt = counts[pair]
             if cnt > 0:
-                heapq.heappush(heap, (-cnt, pair[0], pair[1]))
+                heapq.heappush(heap, entry(pair[0], pair[1], cnt))
             else:
                 counts.pop(pair, None)
     _check_reached(vocab_size, len(merged) + len(kept))
