@@ -111,6 +111,7 @@ def test_trained_model_loads_in_library_with_our_ids(corpus, tmp_path, capsys, a
     ref = spm.SentencePieceProcessor(model_proto=buf.getvalue())
     if algo == "spm-bpe":  # the same merges in the same order (ties: shorter, then smaller)
         assert pieces == [ref.id_to_piece(i) for i in range(3, 600)]
+        assert [lib.get_score(i) for i in range(600)] == [ref.get_score(i) for i in range(600)]
     ratio = sum(len(lib.encode(x)) for x in held_out) / sum(len(ref.encode(x)) for x in held_out)
     assert 0.97 < ratio < 1.03, ratio
     capsys.readouterr()
