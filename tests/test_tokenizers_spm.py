@@ -322,9 +322,11 @@ def test_marian_folder_equals_transformers(marian_folder, tmp_path, separate):
                     hf.decode(seq, skip_special_tokens=skip), (x, seq, skip)
 
 
-def test_marian_folder_translates_with_its_tokenizer(marian_folder, tmp_path, capsys):
+@pytest.mark.parametrize("separate", [False, True])
+def test_marian_folder_translates_with_its_tokenizer(marian_folder, tmp_path, capsys, separate):
     """A transformers-written opus-mt-style folder (small random MarianMTModel + the SentencePiece
-    files): `zeroformer translate` prints what transformers' generate + MarianTokenizer give."""
+    files): `zeroformer translate` prints what transformers' generate + MarianTokenizer give; with
+    separate_vocabs, the decoder's ids are target_vocab.json's (a permutation of vocab.json's)."""
     import shutil
     import warnings
 
@@ -340,13 +342,20 @@ def test_marian_folder_translates_with_its_tokenizer(marian_folder, tmp_path, ca
         vocab_size=len(vocab), d_model=32, encoder_layers=2, decoder_layers=2,
         encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
         decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=pad,
-        decoder_start_token_id=pad, eos_token_id=0, forced_eos_token_id=None)
+        decoder_start_token_id=pad, eos_token_id=0, forced_eos_token_id=None,
+        share_encoder_decoder_embeddings=not separate)
     hf = transformers.MarianMTModel(cfg).eval()
     with torch.no_grad():
         hf.final_logits_bias.normal_(0, 2.0)  # a peaked output distribution: varied pieces
     hf.save_pretrained(tmp_path)
     for name in ("source.spm", "target.spm", "vocab.json"):
         shutil.copy(marian_folder / name, tmp_path / name)
+    if separate:
+        middle = [p for p in vocab if p not in ("</s>", "<unk>", "<pad>")]
+        random.Random(3).shuffle(middle)
+        target = {"</s>": 0, "<unk>": 1, **{p: k + 2 for k, p in enumerate(middle)}, "<pad>": pad}
+        (tmp_path / "target_vocab.json").write_text(json.dumps(target), encoding="utf-8")
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps({"separate_vocabs": True}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tok = transformers.MarianTokenizer.from_pretrained(str(tmp_path))
