@@ -278,30 +278,55 @@ def marian_folder(corpus, tmp_path_factory):
     return d
 
 
-def test_marian_folder_equals_transformers(marian_folder):
+@pytest.mark.parametrize("separate", [False, True])
+def test_marian_folder_equals_transformers(marian_folder, tmp_path, separate):
+    """Encode and decode = MarianTokenizer's, shared vocab.json or (separate_vocabs) a
+    target_vocab.json with other ids, decoded with target.spm; random ids too (ids missing from
+    the vocabulary fall back to the decoding model's pieces, special ids of the other side)."""
+    import shutil
+
     transformers = require_package("transformers")
     import warnings
 
+    d, kw = marian_folder, {}
+    if separate:
+        d = tmp_path / "sep"
+        shutil.copytree(marian_folder, d)
+        vocab = json.loads((d / "vocab.json").read_text(encoding="utf-8"))
+        pieces = [p for p in vocab if p not in ("</s>", "<unk>", "<pad>")]
+        random.Random(1).shuffle(pieces)
+        target = {"</s>": 0, "<unk>": 1, **{p: 2 * k + 3 for k, p in enumerate(pieces[30:])}}
+        target["<pad>"] = 2 * len(target)  # gaps: odd ids < 400 decode through target.spm
+        (d / "target_vocab.json").write_text(json.dumps(target), encoding="utf-8")
+        (d / "tokenizer_config.json").write_text(json.dumps({"separate_vocabs": True}))
+        kw = {"target_vocab_file": str(d / "target_vocab.json"), "separate_vocabs": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Recommended: pip install sacremoses."
-        hf = transformers.MarianTokenizer(str(marian_folder / "source.spm"),
-                                          str(marian_folder / "target.spm"),
-                                          str(marian_folder / "vocab.json"))
-    ours = load_tokenizer(marian_folder)
+        hf = transformers.MarianTokenizer(str(d / "source.spm"), str(d / "target.spm"),
+                                          str(d / "vocab.json"), **kw)
+    ours = load_tokenizer(d)
+    assert ours.separate == separate
     assert (ours.eos_token_id, ours.pad_token_id, ours.unk_token_id) == \
         (hf.eos_token_id, hf.pad_token_id, hf.unk_token_id)
     items = [x for x in texts(60) if "\r" not in x] + [">>fr<< Good morning, my lord.", "a </s> b"]
+    r = random.Random(2)
+    decoding = json.loads((d / ("target_vocab.json" if separate else "vocab.json")).read_text())
+    pool = sorted(set(decoding.values()) | set(range(400)))  # 400: the .spm's size
     for x in items:
         ids = ours.encode(x, add_special_tokens=True)
         assert ids == hf(x).input_ids, x
-        for skip in (True, False):
-            assert ours.decode(ids, skip_special_tokens=skip) == \
-                hf.decode(ids, skip_special_tokens=skip), (x, skip)
+        noise = [r.choice(pool) for _ in range(r.randint(1, 10))]
+        for seq in [noise] + ([] if separate else [ids, ids[:3] + noise]):  # ids: source side
+            for skip in (True, False):
+                assert ours.decode(seq, skip_special_tokens=skip) == \
+                    hf.decode(seq, skip_special_tokens=skip), (x, seq, skip)
 
 
-def test_marian_folder_translates_with_its_tokenizer(marian_folder, tmp_path, capsys):
+@pytest.mark.parametrize("separate", [False, True])
+def test_marian_folder_translates_with_its_tokenizer(marian_folder, tmp_path, capsys, separate):
     """A transformers-written opus-mt-style folder (small random MarianMTModel + the SentencePiece
-    files): `zeroformer translate` prints what transformers' generate + MarianTokenizer give."""
+    files): `zeroformer translate` prints what transformers' generate + MarianTokenizer give; with
+    separate_vocabs, the decoder's ids are target_vocab.json's (a permutation of vocab.json's)."""
     import shutil
     import warnings
 
@@ -317,13 +342,20 @@ def test_marian_folder_translates_with_its_tokenizer(marian_folder, tmp_path, ca
         vocab_size=len(vocab), d_model=32, encoder_layers=2, decoder_layers=2,
         encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
         decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=pad,
-        decoder_start_token_id=pad, eos_token_id=0, forced_eos_token_id=None)
+        decoder_start_token_id=pad, eos_token_id=0, forced_eos_token_id=None,
+        share_encoder_decoder_embeddings=not separate)
     hf = transformers.MarianMTModel(cfg).eval()
     with torch.no_grad():
         hf.final_logits_bias.normal_(0, 2.0)  # a peaked output distribution: varied pieces
     hf.save_pretrained(tmp_path)
     for name in ("source.spm", "target.spm", "vocab.json"):
         shutil.copy(marian_folder / name, tmp_path / name)
+    if separate:
+        middle = [p for p in vocab if p not in ("</s>", "<unk>", "<pad>")]
+        random.Random(3).shuffle(middle)
+        target = {"</s>": 0, "<unk>": 1, **{p: k + 2 for k, p in enumerate(middle)}, "<pad>": pad}
+        (tmp_path / "target_vocab.json").write_text(json.dumps(target), encoding="utf-8")
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps({"separate_vocabs": True}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tok = transformers.MarianTokenizer.from_pretrained(str(tmp_path))

@@ -34,7 +34,7 @@ from pathlib import Path
 from ..errors import UserError
 from . import spm_proto as P
 from .base import Tokenizer
-from .spm_algos import SPACE, Normalizer, bpe_segment, unigram_segment
+from .spm_algos import SPACE, Normalizer, bpe_segment, unigram_segment, unigram_trie
 
 MODEL_FILE = "tokenizer.model"
 MAX_MODEL_BYTES = 1 << 30
@@ -91,8 +91,8 @@ class SentencePieceTokenizer(Tokenizer):
         normal_scores = [p.score for p in spec.pieces if p.type == P.NORMAL]
         self.min_score = min(normal_scores, default=3.4028234663852886e38)
         self.max_score = max(normal_scores + [1.1754943508222875e-38])
-        self.prefixes = ({w[:k] for w in self.vocab for k in range(1, len(w) + 1)}
-                         if spec.model_type == P.UNIGRAM else None)  # the unigram trie walk
+        self.trie = (unigram_trie(self.vocab, self.scores, self.unused, set(self.user.values()),
+                                  self.max_score) if spec.model_type == P.UNIGRAM else None)
         self.normalizer = Normalizer(spec, user, source)
         # BPE word cache: when no piece has a space symbol after another character, no merge
         # crosses the start of a word, so words segment alone (same pieces) and are cached.
@@ -146,9 +146,7 @@ class SentencePieceTokenizer(Tokenizer):
         if self.spec.model_type == P.BPE:
             pairs = [(w, self.piece_id(w)) for w in self._bpe_pieces(norm)]
         else:
-            pairs = unigram_segment(norm, self.vocab, self.scores, self.unused,
-                                    set(self.user.values()), self.prefixes, self.unk_id_,
-                                    self.min_score, self.max_score)
+            pairs = unigram_segment(norm, self.trie, self.unk_id_, self.min_score)
         out, prev_unk = [], False
         for w, i in pairs:
             unk = i == self.unk_id_

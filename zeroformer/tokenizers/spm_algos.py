@@ -17,7 +17,10 @@ Unigram (T5, Marian, ALBERT; ``unigram_model.cc``): Viterbi over the character l
 with scores = log-probabilities, sums in float32 as the library does; a character that begins no
 one-character piece gets an unknown node scored min(score) - 10; user-defined pieces score
 len_bytes * max(score) - 0.1 so they always win. Ties keep the first candidate found (earliest
-start, then shortest).
+start, then shortest). The candidates at a position come from walking a trie of the pieces
+(`unigram_trie`: nested dicts, built once), never from slicing substrings.
+Normalization takes the plain path (no trie walk per byte) when no charsmap rule can apply to
+the text (`Normalizer._no_rule`, decided per distinct character, cached).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class Normalizer:
         self.user = {p.encode("utf-8"): p for p in user_defined}
         self.user_max = max((len(p) for p in self.user), default=0)
         self.units = self.blob = None
+        self._info = {}  # char -> _char_info
         cm = spec.precompiled_charsmap
         if cm:
             if len(cm) < 4:
@@ -126,8 +130,50 @@ class Normalizer:
             yield b[pos:pos + m]
             pos += m
 
+    def _after(self, b: bytes):
+        """The trie node reached from the root by the bytes `b`, or None when no rule goes on."""
+        units, size = self.units, len(self.units)
+        u = units[0]
+        node = (u >> 10) << ((u & 0x200) >> 6)
+        for c in b:
+            node ^= c
+            if node >= size or (units[node] & 0x800000FF) != c:
+                return None
+            u = units[node]
+            node ^= (u >> 10) << ((u & 0x200) >> 6)
+        return node
+
+    def _char_info(self, c: str):
+        """(may a rule change c where it stands?, the bytes that would carry a rule on past c,
+        c's first UTF-8 byte); cached per character by `_no_rule`."""
+        b = c.encode("utf-8")
+        rep, m = self._rule(b, 0)
+        if m and rep != b:
+            return True, frozenset(), b[0]
+        node = self._after(b)
+        units, size = self.units, len(self.units)
+        if node is None:
+            return False, frozenset(), b[0]
+        cont = frozenset(x for x in range(256)
+                         if (node ^ x) < size and (units[node ^ x] & 0x800000FF) == x)
+        return False, cont, b[0]
+
+    def _no_rule(self, text: str) -> bool:
+        """True when no charsmap rule matches anywhere in `text`: no character is changed by a
+        rule alone, and no character begins with a byte that could carry a rule on from the
+        character before it (checked over the distinct characters: conservative, exact)."""
+        info, cont, chars = self._info, set(), set(text)
+        for c in chars:
+            got = info.get(c)
+            if got is None:
+                got = info[c] = self._char_info(c)
+            if got[0]:
+                return False
+            cont |= got[1]
+        return not cont or not any(info[c][2] in cont for c in chars)
+
     def normalize(self, text: str) -> str:
-        if self.units is None and not self.user:
+        if not self.user and (self.units is None or self._no_rule(text)):
             return self._normalize_plain(text)
         prefixes = list(self._prefixes(text))
         k = 0
@@ -242,41 +288,74 @@ def bpe_segment(text: str, vocab: dict, scores: list, unused: set, user: dict, u
     return out
 
 
-def unigram_segment(text: str, vocab: dict, scores: list, unused: set, user_ids: set,
-                    prefixes: set, unk_id: int, min_score: float, max_score: float):
+def unigram_trie(vocab: dict, scores: list, unused: set, user_ids: set, max_score: float):
+    """The pieces as a trie: a node is (children: char -> node, end) where `end` is None or, for
+    a node that ends a usable piece, (id, the score its edge adds, compare-in-double): a normal
+    piece adds its float32 score; a user-defined one len_bytes * max(score) - 0.1 (see the
+    module doc). Unused pieces are walked through (the library's trie holds them) but end
+    nothing. -> (root's children, the longest piece's length)."""
+    root: dict = {}
+    for w, i in vocab.items():
+        if not w:
+            continue  # an empty piece matches nothing
+        children, node = root, None
+        for c in w:
+            node = children.get(c)
+            if node is None:
+                node = children[c] = [{}, None]
+            children = node[0]
+        if i in unused:
+            continue
+        if i in user_ids:
+            node[1] = (i, f32(len(w.encode("utf-8")) * max_score) - 0.1, True)
+        else:
+            node[1] = (i, scores[i], False)
+    return root, max(map(len, vocab), default=0)
+
+
+def unigram_segment(text: str, trie: dict, unk_id: int, min_score: float):
     """Viterbi segmentation of normalized `text` -> list of (piece, id); unknown characters come
-    back one per node with `unk_id` (the caller merges runs / falls back to bytes). `prefixes`:
-    every prefix of every piece (the library's trie walk: stop when no piece continues)."""
+    back one per node with `unk_id` (the caller merges runs / falls back to bytes). `trie`:
+    unigram_trie's; candidates at a position are found by walking it (no substring objects).
+
+    Scores are float32 as in the library: best(j) is kept in an array('f'); a candidate sum is
+    compared in double first and rounded only when it might win (rounding is monotone, so
+    round(c) > best implies c > best: the same decisions as rounding every sum)."""
     n = len(text)
     unk_score = f32(min_score - UNK_PENALTY)
-    best = [0.0] * (n + 1)
+    best = array("f", bytes(4 * (n + 1)))
+    tmp = array("f", b"\0\0\0\0")
     start = [-1] * (n + 1)
     ids = [0] * (n + 1)
     start[0] = 0  # the origin is reached
+    root, max_len = trie
     for s in range(n):
         here = best[s]
         single = False
-        for L in range(1, n - s + 1):
-            w = text[s:s + L]
-            if w not in prefixes:
+        children = root
+        for e, c in enumerate(text[s:s + max_len], s + 1):
+            node = children.get(c)
+            if node is None:
                 break
-            i = vocab.get(w)
-            if i is None or i in unused:
+            children, t = node
+            if t is None:
                 continue
-            if i in user_ids:
-                cand = (f32(len(w.encode("utf-8")) * max_score) - 0.1) + here  # in double
-            else:
-                cand = f32(scores[i] + here)
-            e = s + L
-            if start[e] == -1 or cand > best[e]:
-                best[e], start[e], ids[e] = f32(cand), s, i
-            if L == 1:
+            if e == s + 1:
                 single = True
+            cand = t[1] + here
+            if start[e] == -1:
+                best[e], start[e], ids[e] = cand, s, t[0]
+            elif cand > best[e]:
+                if not t[2]:
+                    tmp[0] = cand
+                    if tmp[0] <= best[e]:
+                        continue
+                best[e], start[e], ids[e] = cand, s, t[0]
         if not single:
             e = s + 1
-            cand = f32(unk_score + here)
-            if start[e] == -1 or cand > best[e]:
-                best[e], start[e], ids[e] = cand, s, unk_id
+            tmp[0] = unk_score + here
+            if start[e] == -1 or tmp[0] > best[e]:
+                best[e], start[e], ids[e] = tmp[0], s, unk_id
     out, e = [], n
     while e > 0:
         s = start[e]
