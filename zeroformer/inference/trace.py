@@ -154,8 +154,8 @@ def prepare(model, tok, text: str, target: str | None = None, max_tokens: int = 
         stop = {cfg.eos_token_id, cfg.pad_token_id}
         end = next((i for i in range(1, len(gen)) if gen[i] in stop), len(gen))
         tgt = gen[:end]
-        notes.append("target: the model's greedy translation of the source "
-                     f"({end - 1} tokens; its </s> left off)")
+        notes.append(f"target: the model's greedy translation of the source ({end - 1} tokens"
+                     + ("; its </s> left off)" if end < len(gen) else ", cut at the limit)"))
     return {"source": src, "target": tgt}, notes
 
 
