@@ -41,7 +41,7 @@ def register(sub):
     tk = kinds.add_parser("tokenizer", help="how a BPE / WordPiece tokenizer splits a text, "
                                             "step by step")
     tk.add_argument("--tokenizer", required=True, metavar="PATH",
-                    help="tokenizer file or folder, or a model (checkpoint, .gguf) carrying one")
+                    help="tokenizer file or folder (a checkpoint's, a .gguf's)")
     tk.add_argument("--text", required=True)
     tk.set_defaults(func=run_tokenizer)
     p.set_defaults(func=lambda args: p.print_help())
@@ -89,20 +89,10 @@ def run_loss(args):
 
 
 def run_tokenizer(args):
-    from pathlib import Path
-
-    from .. import load, load_tokenizer
-    from ..errors import UserError
+    from .. import load_tokenizer
     from ..inference.split_steps import split_steps
 
-    path = Path(args.tokenizer)
-    if path.suffix == ".gguf" or (path / "model.safetensors").is_file():
-        tok = load(path).tokenizer
-        if tok is None:
-            raise UserError(f"{path}: the model carries no tokenizer")
-    else:
-        tok = load_tokenizer(path)
-    s = split_steps(tok, args.text)
+    s = split_steps(load_tokenizer(args.tokenizer), args.text)
     print(f"{s['algorithm']}: {len(s['ids'])} tokens")
     for w in s["words"]:
         print(f"\n{w['word']!r}")
