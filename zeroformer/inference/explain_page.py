@@ -173,7 +173,7 @@ function showResidual() {
     r.norms.forEach((row, l) => {
       const tr = el("tr", {}, el("th", {text: l === 0 ? "embeddings" : "after block " + l}));
       row.forEach((v) => tr.append(el("td", {class: "num", title: v.toFixed(3), text: v.toFixed(v < 10 ? 2 : 1),
-                                             style: "background: rgba(0,150,80," + (0.6 * v / max) + ")"})));
+                                             style: "background: rgba(0,150,80," + (0.6 * Math.log1p(v) / Math.log1p(max)) + ")"})));
       tr.append(el("td", {class: "num", text: (row.reduce((a, b) => a + b, 0) / row.length).toFixed(2)}));
       t.append(tr);
     });
@@ -268,7 +268,8 @@ vector. Colours: the first dimensions (red +, blue \u2212).</p>
 <h2>4. The residual stream</h2>
 <p class="muted">\u2016h\u2097\u2016 of each token after the embeddings and after each block
 (pre-norm models add to the stream, so it grows; post-norm models normalise it after every
-sub-layer).</p>
+sub-layer). Shade \u221d log(1 + \u2016h\u2097\u2016), so that a few huge norms (a first
+token used as an "attention sink") do not wash out the rest.</p>
 <div id="residual"></div>
 <h2>5. The output</h2>
 <p id="pred-controls"><label>position <select id="pos"></select></label>
