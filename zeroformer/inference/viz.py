@@ -144,7 +144,7 @@ def plot_attention(weights: torch.Tensor, tokens: list[str], out, title: str = "
             ax.set_xticks(range(len(key_tokens)), key_tokens, rotation=90, fontsize=7)
             ax.set_yticks(range(len(tokens)), tokens, fontsize=7)
     fig.suptitle(title)
-    return _save(fig, out)
+    return _save(fig, out, top=0.93 if title else 1.0)
 
 
 def read_run_log(run) -> list[dict]:
@@ -175,10 +175,11 @@ def plot_loss(run, out) -> Path:
     return _save(fig, out)
 
 
-def _save(fig, out) -> Path:
+def _save(fig, out, top: float = 1.0) -> Path:
+    """Lay out (the panels below `top`, leaving room for a figure title) and write the PNG."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, top))
     fig.savefig(out, dpi=110)
     _pyplot().close(fig)
     return out
