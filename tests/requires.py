@@ -35,3 +35,15 @@ def require_package(name: str):
         return importlib.import_module(name)
     except ImportError as e:
         _missing(f"package {name} not installed ({e}); `pip install -e '.[test]'`")
+
+
+def require_program(names, install: str):
+    """The path of the first of `names` (a program name or a tuple of them) found on PATH; skip
+    (fail under CI) when none is, naming the command that installs it."""
+    import shutil
+
+    for name in (names,) if isinstance(names, str) else names:
+        path = shutil.which(name)
+        if path:
+            return path
+    _missing(f"program {names} not found (`{install}`)")

@@ -18,12 +18,14 @@ from ..errors import UserError
 from . import (cmd_bench, cmd_chat, cmd_convert, cmd_data, cmd_embed, cmd_eval, cmd_generate,
                cmd_serve, cmd_similar, cmd_tokenize, cmd_tokenizer, cmd_train, cmd_translate,
                cmd_viz)
+from . import cmd_explain
 
 # The order here is the order `zeroformer --help` lists them (DESIGN.md).
 COMMANDS = {
     "train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "translate": cmd_translate,
     "embed": cmd_embed, "similar": cmd_similar, "eval": cmd_eval, "tokenize": cmd_tokenize,
     "tokenizer": cmd_tokenizer, "convert": cmd_convert, "data": cmd_data, "viz": cmd_viz,
+    "explain": cmd_explain,
     "bench": cmd_bench, "serve": cmd_serve,
 }
 

@@ -190,15 +190,22 @@ def attach_tokenizer(model, folder, strict: bool = False) -> None:
 
 
 # -- writer --------------------------------------------------------------------------------------
-def write_json_atomic(path, obj) -> None:
-    """Write JSON to `path` via a temp file + fsync + os.replace (readers never see half a file)."""
+def write_text_atomic(path, text: str) -> Path:
+    """Write UTF-8 `text` to `path` via a temp file + fsync + os.replace (readers never see half
+    a file)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(obj, indent=2) + "\n")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    return path
+
+
+def write_json_atomic(path, obj) -> None:
+    """Write JSON to `path` atomically (write_text_atomic)."""
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def write_safetensors(path, tensors: dict, metadata=None) -> None:

@@ -118,8 +118,10 @@ class BPETokenizer(Tokenizer):
             out += ids
         return out
 
-    def _bpe(self, word: str) -> list[int]:
-        """Merge the symbols of one spelled piece, leftmost lowest-ranked pair first; -> ids."""
+    def _bpe(self, word: str, trace: list | None = None) -> list[int]:
+        """Merge the symbols of one spelled piece, leftmost lowest-ranked pair first; -> ids.
+        `trace`: a list that receives (rank, left, right, parts after the merge) per merge (the
+        step-by-step view of `zeroformer viz tokenizer`)."""
         vocab = self.vocab
         if self.ignore_merges and word in vocab:
             return [vocab[word]]
@@ -135,6 +137,9 @@ class BPETokenizer(Tokenizer):
             if best == inf:
                 break
             i = rs.index(best)  # the leftmost lowest-ranked pair
+            if trace is not None:
+                trace.append((best, parts[i], parts[i + 1], parts[:i] + [parts[i] + parts[i + 1]]
+                              + parts[i + 2:]))
             parts[i:i + 2] = [parts[i] + parts[i + 1]]
             del rs[i]
             if i > 0:  # only the two neighbouring pairs change

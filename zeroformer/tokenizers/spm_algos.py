@@ -225,11 +225,13 @@ def _prefix_match_bytes(b: bytes, pos: int, user: dict, max_len: int) -> int:
     return 0
 
 
-def bpe_segment(text: str, vocab: dict, scores: list, unused: set, user: dict, user_max: int):
+def bpe_segment(text: str, vocab: dict, scores: list, unused: set, user: dict, user_max: int,
+                trace: list | None = None):
     """SentencePiece BPE over normalized `text` -> list of pieces (strings).
 
     `vocab`: piece -> id for normal, user-defined and unused pieces; `scores[id]`; `unused`: ids
     of unused pieces (merged through, then split back into their parts as the library does).
+    `trace`: a list that receives (score, left, right, pieces after the merge) per merge.
     """
     sym, frozen = [], []
     pos = 0
@@ -266,6 +268,12 @@ def bpe_segment(text: str, vocab: dict, scores: list, unused: set, user: dict, u
         nxt[left] = nxt[right]
         if nxt[right] >= 0:
             prv[nxt[right]] = left
+        if trace is not None:  # the pieces now: follow nxt from the first symbol (never merged away)
+            k, now = 0, []
+            while k >= 0:
+                now.append(sym[k])
+                k = nxt[k]
+            trace.append((scores[vocab[a + b]], a, b, now))
         push(prv[left], left)
         push(left, nxt[left])
     out = []

@@ -130,8 +130,10 @@ class WordPieceTokenizer(Tokenizer):
                 words.append(chunk[start:])
         return words
 
-    def _word_ids(self, word: str) -> list[int]:
-        """Step 5: greedy longest-match-first; any gap -> the whole word is [UNK]."""
+    def _word_ids(self, word: str, trace: list | None = None) -> list[int]:
+        """Step 5: greedy longest-match-first; any gap -> the whole word is [UNK].
+        `trace`: a list that receives (start, piece or None when nothing matched, candidates
+        tried) per step (the step-by-step view of `zeroformer viz tokenizer`)."""
         vocab, unk = self.vocab, self.vocab.get(self.unk)
         if len(word) > self.max_chars:
             return [unk]
@@ -144,6 +146,9 @@ class WordPieceTokenizer(Tokenizer):
                     out.append(vocab[piece])
                     break
                 end -= 1
+            if trace is not None:
+                trace.append((start, piece, n - end + 1) if end > start
+                             else (start, None, n - start))
             if end == start:
                 return [unk]
             start = end
