@@ -110,6 +110,13 @@ def test_loss_gradient_is_the_hand_derived_one():
     assert n == 1
 
 
+def test_initialisation_is_word2vec_c():
+    model = tiny(500, 50)
+    v = model.embed.weight.detach()
+    assert v.abs().max() <= 0.5 / 50 and v.abs().max() > 0.45 / 50   # uniform in [-0.5/d, 0.5/d]
+    assert model.context.weight.abs().sum() == 0                      # u starts at 0
+
+
 def test_cbow_input_is_the_mean_of_the_window():
     model = tiny()
     with torch.no_grad():
