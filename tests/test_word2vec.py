@@ -289,10 +289,13 @@ def test_user_mistakes_exit_2(run, tmp_path, args, needle):
     assert needle in r.stderr
 
 
-def test_recipe_refuses_unknown_options(tmp_path):
+@pytest.mark.parametrize("extra, needle", [('{"windw": 3}', "windw"), ('{"window": 0}', "window"),
+                                           ('{"sample": "lots"}', "sample"),
+                                           ('{"cbow": "yes"}', "cbow")])
+def test_recipe_refuses_bad_options(tmp_path, extra, needle):
     r = zf("train", "word2vec", "--out", tmp_path / "x", "--data", corpus(tmp_path / "c.txt"),
-            '--extra={"windw": 3}')
-    assert r.returncode == 2 and "windw" in r.stderr
+           f"--extra={extra}")
+    assert r.returncode == 2 and needle in r.stderr and len(r.stderr.splitlines()) == 1
 
 
 def test_convert_to_hf_refuses_word_vectors(run, tmp_path):

@@ -58,6 +58,8 @@ def read_corpus(train_cfg) -> str:
         return path.read_text(encoding="utf-8")
     except (FileNotFoundError, IsADirectoryError):
         raise UserError(f"--data {path}: no such file") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
@@ -71,6 +73,11 @@ def options(train_cfg) -> dict:
     for key in ("window", "negative", "min_count", "epochs"):
         if not isinstance(opts[key], int) or opts[key] < 1:
             raise UserError(f"--extra: {key} must be a positive integer (got {opts[key]!r})")
+    if isinstance(opts["sample"], bool) or not isinstance(opts["sample"], (int, float)) \
+            or opts["sample"] < 0:
+        raise UserError(f"--extra: sample must be a number >= 0 (got {opts['sample']!r})")
+    if not isinstance(opts["cbow"], bool):
+        raise UserError(f"--extra: cbow must be true or false (got {opts['cbow']!r})")
     return opts
 
 
