@@ -11,6 +11,13 @@ machine). For scale it also prints the overlap between two gensim runs that diff
 seed (what "the same algorithm" gives at best on this corpus).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_word2vec.py [--epochs 5] [--first 50] [--cbow]
+
+Measured (2026-11-30, the 2-core machine under load 4-10, the command above, skip-gram):
+936,548 words, 8,714 in the vocabulary, 4.12 M examples per epoch, 20,105 steps of 1,024.
+ours 158.6 s wall / 83.8 s CPU, gensim 4.4.0 23.7 s wall / 13.9 s CPU: 6.7x wall, 6.0x CPU.
+overlap@10 ours vs gensim 0.502 (0.494 in an earlier run: gensim's init hashes words with
+Python's per-process hash seed), gensim vs gensim with another seed 0.518: our neighbours agree
+with gensim's as much as gensim's own agree across seeds.
 """
 
 from __future__ import annotations
