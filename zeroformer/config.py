@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-ARCHS = ("decoder", "encoder", "encoder_decoder")
+ARCHS = ("decoder", "encoder", "encoder_decoder", "word2vec")  # word2vec: models/word2vec.py
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")

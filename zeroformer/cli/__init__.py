@@ -15,15 +15,15 @@ import argparse
 import sys
 
 from ..errors import UserError
-from . import (cmd_bench, cmd_chat, cmd_convert, cmd_data, cmd_embed, cmd_eval, cmd_generate,
-               cmd_serve, cmd_similar, cmd_tokenize, cmd_tokenizer, cmd_train, cmd_translate,
-               cmd_viz)
-from . import cmd_explain
+from . import (cmd_bench, cmd_chat, cmd_convert, cmd_data, cmd_embed, cmd_eval, cmd_explain,
+               cmd_generate, cmd_neighbors, cmd_serve, cmd_similar, cmd_tokenize, cmd_tokenizer,
+               cmd_train, cmd_translate, cmd_viz)
 
 # The order here is the order `zeroformer --help` lists them (DESIGN.md).
 COMMANDS = {
     "train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "translate": cmd_translate,
-    "embed": cmd_embed, "similar": cmd_similar, "eval": cmd_eval, "tokenize": cmd_tokenize,
+    "embed": cmd_embed, "similar": cmd_similar, "neighbors": cmd_neighbors, "eval": cmd_eval,
+    "tokenize": cmd_tokenize,
     "tokenizer": cmd_tokenizer, "convert": cmd_convert, "data": cmd_data, "viz": cmd_viz,
     "explain": cmd_explain,
     "bench": cmd_bench, "serve": cmd_serve,

@@ -16,6 +16,9 @@ from ..errors import UserError
 def hf_model_type(cfg) -> str:
     if cfg.arch == "decoder":
         return "llama" if cfg.position == "rope" else "gpt2"
+    if cfg.arch not in ("encoder", "encoder_decoder"):
+        raise UserError(f"no Hugging Face layout for arch={cfg.arch!r} (word vectors export with "
+                        "`zeroformer neighbors --model RUN --export FILE`)")
     return {"encoder": "bert", "encoder_decoder": "marian"}[cfg.arch]
 
 

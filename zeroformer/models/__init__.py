@@ -10,6 +10,7 @@ _ARCH = {
     "decoder": ("decoder", "Decoder"),
     "encoder": ("bert", "Bert"),
     "encoder_decoder": ("encoder_decoder", "EncoderDecoder"),
+    "word2vec": ("word2vec", "Word2Vec"),
 }
 
 

@@ -41,7 +41,7 @@ class Recipe:
         return TrainConfig.from_dict({**self.train_defaults, **overrides})
 
 
-MODULES = ("bert", "lm", "lm_bpe", "translate")   # zeroformer/recipes/<name>.py
+MODULES = ("bert", "lm", "lm_bpe", "translate", "word2vec")   # zeroformer/recipes/<name>.py
 
 _REGISTRY: dict[str, Recipe] | None = None
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from ..config import DataclassJSON
 from ..errors import UserError
 
-SCHEDULES = ("cosine", "noam", "constant")
+SCHEDULES = ("cosine", "noam", "constant", "linear_decay")
+OPTIMIZERS = ("adamw", "sgd")
 TRAIN_DTYPES = ("auto", "fp32", "bf16")
 
 # Fields that may differ between a run and its `--resume` (they do not change the arithmetic).
@@ -33,11 +34,13 @@ class TrainConfig(DataclassJSON):
     schedule: str = "cosine"      # cosine: linear warmup to lr, cosine to min_lr at max_steps
                                   # noam:   noam_factor * d_model^-0.5 * min(t^-0.5, t*warmup^-1.5)
                                   # constant: linear warmup to lr, then lr
+                                  # linear_decay: linear warmup, then linear to min_lr (word2vec)
     lr: float = 1e-3              # peak learning rate (cosine, constant; unused by noam)
     min_lr: float = 1e-4          # cosine floor
     warmup_steps: int = 100
     noam_factor: float = 1.0      # the scale factor of the paper's schedule
-    # AdamW (decoupled weight decay; zeroformer/train/optim.py)
+    # AdamW (decoupled weight decay; zeroformer/train/optim.py), or plain SGD (word2vec)
+    optimizer: str = "adamw"      # adamw | sgd (theta <- theta - lr * g; no momentum)
     weight_decay: float = 0.1     # on weight matrices only; not biases, norms, embeddings
     beta1: float = 0.9
     beta2: float = 0.95
@@ -67,6 +70,8 @@ class TrainConfig(DataclassJSON):
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise UserError(f"schedule={self.schedule!r} is not one of {SCHEDULES}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
         if self.dtype not in TRAIN_DTYPES:
             raise UserError(f"dtype={self.dtype!r} is not one of {TRAIN_DTYPES}")
         for name in ("batch_size", "block_size", "grad_accum"):

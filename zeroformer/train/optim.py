@@ -1,4 +1,5 @@
-"""AdamW with decoupled weight decay (Loshchilov & Hutter 2019), and its parameter groups.
+"""AdamW with decoupled weight decay (Loshchilov & Hutter 2019), and its parameter groups; or
+plain SGD, theta <- theta - lr * g (`optimizer="sgd"`: word2vec's update, Mikolov et al. 2013).
 
     m_t = b1 m + (1-b1) g        v_t = b2 v + (1-b2) g^2
     theta <- theta - lr * ( m_hat / (sqrt(v_hat) + eps) + wd * theta )
@@ -28,7 +29,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": rest, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, cfg) -> torch.optim.AdamW:
-    """AdamW over `param_groups`, with the betas/eps/weight decay of TrainConfig `cfg`."""
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    """AdamW over `param_groups`, with the betas/eps/weight decay of TrainConfig `cfg` (or SGD
+    without momentum over the same groups when cfg.optimizer == "sgd")."""
+    if getattr(cfg, "optimizer", "adamw") == "sgd":
+        return torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                              betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)

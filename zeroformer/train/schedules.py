@@ -10,6 +10,8 @@ cosine (linear warmup, then cosine decay):
     lr(t) = min_lr + (lr - min_lr) * (1 + cos(pi * p)) / 2    p = (t - warmup) / (max_steps - warmup)
     so lr(warmup) = lr and lr(max_steps) = min_lr; min_lr after max_steps.
 constant: the same linear warmup, then lr.
+linear_decay (word2vec, Mikolov et al. 2013; gensim's alpha -> min_alpha): the same warmup, then
+    lr(t) = lr - (lr - min_lr) * (t - warmup) / (max_steps - warmup)      down to min_lr at max_steps
 """
 
 from __future__ import annotations
@@ -35,10 +37,20 @@ def constant(t: int, lr: float, warmup: int) -> float:
     return lr * t / warmup if warmup > 0 and t <= warmup else lr
 
 
+def linear_decay(t: int, lr: float, min_lr: float, warmup: int, max_steps: int) -> float:
+    if warmup > 0 and t <= warmup:
+        return lr * t / warmup
+    if t >= max_steps:
+        return min_lr
+    return lr - (lr - min_lr) * (t - warmup) / max(1, max_steps - warmup)
+
+
 def lr_at(t: int, cfg, d_model: int) -> float:
     """The learning rate for optimizer step `t` under TrainConfig `cfg`."""
     if cfg.schedule == "noam":
         return noam(t, d_model, cfg.warmup_steps, cfg.noam_factor)
     if cfg.schedule == "cosine":
         return warmup_cosine(t, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
+    if cfg.schedule == "linear_decay":
+        return linear_decay(t, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
     return constant(t, cfg.lr, cfg.warmup_steps)
