@@ -15,8 +15,9 @@ from zeroformer import recipes
 from zeroformer.cli import main
 from zeroformer.errors import UserError
 from zeroformer.io import checkpoint as ckpt
-from zeroformer.train import Trainer, budget
+from zeroformer.train import TrainConfig, Trainer, budget
 from zeroformer.train.budget import Plan, make_plan
+from zeroformer.train.schedules import lr_at
 from zeroformer.train.trainer import seed_everything
 
 
@@ -38,6 +39,24 @@ def test_plan_formulas():
     p = make_plan(1.0, 5.0, 0.0, max_steps=1000, warmup_steps=100, min_warmup=1)
     assert (p.steps, p.warmup) == (1, 1)
     assert Plan.from_dict(p.to_dict()) == p
+
+
+@pytest.mark.parametrize("schedule", ["noam", "cosine"])
+def test_a_shrunk_warmup_keeps_the_peak_learning_rate(schedule):
+    """noam's peak factor * (d * warmup)^-0.5 would triple with a 10x shorter warmup; the plan
+    keeps the recipe's peak (and cosine's peak is lr whatever the warmup)."""
+    cfg = TrainConfig(schedule=schedule, max_steps=2000, warmup_steps=300, noam_factor=0.5,
+                      lr=2e-3, min_lr=1e-4)
+    plan = make_plan(60.0, 0.2, 0.0, cfg.max_steps, cfg.warmup_steps, min_warmup=1)
+    assert (plan.steps, plan.warmup) == (300, 45)
+    run = budget.scheduled_config(cfg, plan)
+    assert (run.max_steps, run.warmup_steps) == (300, 45)
+    peak = 0.5 * 128 ** -0.5 * 300 ** -0.5 if schedule == "noam" else 2e-3
+    assert lr_at(300, cfg, 128) == pytest.approx(peak)          # the recipe's peak ...
+    assert lr_at(45, run, 128) == pytest.approx(peak)           # ... reached at the new warmup
+    assert max(lr_at(t, run, 128) for t in range(1, 301)) == pytest.approx(peak)
+    if schedule == "cosine":
+        assert lr_at(300, run, 128) == pytest.approx(1e-4)      # min_lr at the planned end
 
 
 def test_time_budget_stops_by_the_clock_and_still_evaluates(tmp_path, monkeypatch):

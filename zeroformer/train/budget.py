@@ -13,7 +13,10 @@ exact, so the budget is turned into a number of steps ONCE, before step 1, and t
                                                                  fraction of its own length)
 
 The learning rate of step t is then schedules.py:lr_at(t) with max_steps = steps and
-warmup_steps = warmup (cosine reaches min_lr at the planned end; noam peaks inside the run). The
+warmup_steps = warmup (cosine reaches min_lr at the planned end; noam peaks inside the run). As
+noam's peak, noam_factor * (d_model * warmup)^-0.5, would rise when the warmup shrinks, a shrunk
+noam warmup also scales noam_factor by sqrt(warmup / warmup_steps): the peak learning rate stays
+the recipe's, only reached sooner (scheduled_config). The
 plan is saved in trainer_state.json ("budget") and a resumed run reads it back instead of timing
 again: every step's learning rate is a pure function of the step and the saved plan, so resume is
 exact step for step, like any run. Under a budget, `max_steps` is only the length the recipe's
@@ -21,7 +24,8 @@ warmup was set for; the budget decides the length.
 
 The stop is by the clock: the run ends after the step at which the training time spent (summed
 over resumed sessions and saved with each checkpoint) reaches the budget, or at the planned step
-count, whichever comes first; the final evaluation (and averaging, and the recipe's end report)
+count, whichever comes first (a fresh run trains at least one step, even when measuring took
+the whole budget); the final evaluation (and averaging, and the recipe's end report)
 then runs as at any end, outside the budget. So where a budgeted run stops depends on the
 machine's speed; the weights at a given step do not. Periodic evaluations and checkpoint writes
 are spent from the budget but not foreseen by the plan: with frequent evaluations a run stops by
@@ -134,7 +138,6 @@ def start(trainer, main: bool):
     """The TrainConfig the loop runs: trainer.cfg, or under a time budget trainer.cfg with the
     plan's max_steps and warmup_steps. The plan is measured now (calibrate), or was read back
     from the checkpoint by Trainer.resume(); the clock starts."""
-    import dataclasses
     import sys
 
     cfg = trainer.cfg
@@ -149,7 +152,19 @@ def start(trainer, main: bool):
             sys.stderr.write(f"time budget {cfg.time_budget:g} s: a step takes "
                              f"{trainer.plan.step_time_s:.3f} s -> {trainer.plan.steps} steps "
                              f"planned, warmup {trainer.plan.warmup}\n")
-    return dataclasses.replace(cfg, max_steps=trainer.plan.steps, warmup_steps=trainer.plan.warmup)
+    return scheduled_config(cfg, trainer.plan)
+
+
+def scheduled_config(cfg, plan: Plan):
+    """`cfg` (a TrainConfig) with the plan's length and warmup, and for a shrunk noam warmup the
+    noam_factor that keeps the recipe's peak learning rate (module docstring)."""
+    import dataclasses
+
+    factor = cfg.noam_factor
+    if cfg.schedule == "noam" and plan.warmup < cfg.warmup_steps:
+        factor *= math.sqrt(plan.warmup / cfg.warmup_steps)
+    return dataclasses.replace(cfg, max_steps=plan.steps, warmup_steps=plan.warmup,
+                               noam_factor=factor)
 
 
 def out_of_time(trainer) -> bool:

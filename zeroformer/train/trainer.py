@@ -277,7 +277,9 @@ class Trainer:
                       f"({self.dtype_reason})")
         t0 = time.perf_counter()
         stop = GracefulStop(announce=main).install()  # SIGTERM / SIGINT: stop after this step
-        end = self.step if budget.out_of_time(self) else run.max_steps
+        # a budget already spent before a resumed run's first step: nothing more to train (a fresh
+        # run trains at least one step, however long the step-time measurement took)
+        end = self.step if resume and budget.out_of_time(self) else run.max_steps
         try:
             for step in range(self.step + 1, end + 1):
                 lr = lr_at(step, run, d_model)
