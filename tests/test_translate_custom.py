@@ -188,6 +188,13 @@ def test_jsonl_trains_and_counts_bad_rows(tmp_path, capsys):
     assert "39 pairs; 1 bad rows left out (1 not JSON: line 4)" in err
     rc, out, _ = run(capsys, ["translate", "--model", str(tmp_path / "run"), "el perro"])
     assert rc == 0 and len(out.splitlines()) == 1
+    # --tokenizer: the vocabulary is taken, not trained
+    tok = tmp_path / "run" / "step-00000002" / "tokenizer.json"
+    rc, out, err = run(capsys, ["train", "translate", "--data", str(tmp_path / "train.jsonl"),
+                                "--tokenizer", str(tok), "--out", str(tmp_path / "run2"),
+                                "--max-steps", "1", *TINY])
+    assert rc == 0 and "BPE vocabulary" not in err, err
+    assert (tmp_path / "run2" / "step-00000001" / "tokenizer.json").read_bytes() == tok.read_bytes()
 
 
 def test_recipe_flag_mistakes_are_exit_2(tmp_path, capsys):
