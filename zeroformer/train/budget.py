@@ -16,17 +16,18 @@ The learning rate of step t is then schedules.py:lr_at(t) with max_steps = steps
 warmup_steps = warmup (cosine reaches min_lr at the planned end; noam peaks inside the run). As
 noam's peak, noam_factor * (d_model * warmup)^-0.5, would rise when the warmup shrinks, a shrunk
 noam warmup also scales noam_factor by sqrt(warmup / warmup_steps): the peak learning rate stays
-the recipe's, only reached sooner (scheduled_config). The
-plan is saved in trainer_state.json ("budget") and a resumed run reads it back instead of timing
-again: every step's learning rate is a pure function of the step and the saved plan, so resume is
-exact step for step, like any run. Under a budget, `max_steps` is only the length the recipe's
+the recipe's, only reached sooner (scheduled_config).
+
+The plan is saved in trainer_state.json ("budget") and a resumed run reads it back instead of
+timing again: every step's learning rate is a pure function of the step and the saved plan, so
+resume is exact step for step, like any run. Under a budget, `max_steps` is only the length the recipe's
 warmup was set for; the budget decides the length.
 
 The stop is by the clock: the run ends after the step at which the training time spent (summed
 over resumed sessions and saved with each checkpoint) reaches the budget, or at the planned step
 count, whichever comes first (a fresh run trains at least one step, even when measuring took
-the whole budget); the final evaluation (and averaging, and the recipe's end report)
-then runs as at any end, outside the budget. So where a budgeted run stops depends on the
+the whole budget); the final evaluation (and averaging, and the recipe's end report) then runs
+as at any end, outside the budget. So where a budgeted run stops depends on the
 machine's speed; the weights at a given step do not. Periodic evaluations and checkpoint writes
 are spent from the budget but not foreseen by the plan: with frequent evaluations a run stops by
 the clock somewhat before its planned end (noam: no matter; cosine: lr a little above min_lr).
@@ -42,7 +43,7 @@ from dataclasses import asdict, dataclass
 
 from ..errors import UserError
 
-CALIBRATION = 4   # forward + backward passes timed before step 1 (the first is not counted)
+CALIBRATION = 6   # forward + backward passes timed before step 1 (the first is not counted)
 
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([hms])")
