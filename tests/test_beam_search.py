@@ -25,15 +25,16 @@ def model(vocab=V, seed=0):
     return m
 
 
-def score(m, src, hyp, alpha):
-    """sum log p(hyp_t | hyp_<t, src) / len^alpha, computed with one teacher-forced forward."""
+def score(m, src, hyp, alpha, norm="length"):
+    """sum log p(hyp_t | hyp_<t, src) / lp(len), computed with one teacher-forced forward;
+    lp = len^alpha, or GNMT's ((5 + len) / 6)^alpha (Wu et al. 2016, eq. 14)."""
     tgt = torch.tensor([[PAD] + hyp])
     logp = m(src, tgt[:, :-1]).log_softmax(-1)[0]
     total = sum(logp[t, tok].item() for t, tok in enumerate(hyp))
-    return total / len(hyp) ** alpha
+    return total / (((5 + len(hyp)) / 6) ** alpha if norm == "gnmt" else len(hyp) ** alpha)
 
 
-def brute_force(m, src, max_new, alpha):
+def brute_force(m, src, max_new, alpha, norm="length"):
     """Every hypothesis: a sequence ending in EOS at or before max_new, or any max_new tokens."""
     best, best_s = None, float("-inf")
     words = [t for t in range(V) if t != EOS]
@@ -41,22 +42,24 @@ def brute_force(m, src, max_new, alpha):
         for body in itertools.product(words, repeat=n - 1):
             for last in (list(range(V)) if n == max_new else [EOS]):
                 hyp = list(body) + [last]
-                s = score(m, src, hyp, alpha)
+                s = score(m, src, hyp, alpha, norm)
                 if s > best_s:
                     best, best_s = hyp, s
     return best, best_s
 
 
-@pytest.mark.parametrize("alpha", [0.0, 1.0])
+@pytest.mark.parametrize("alpha,norm", [(0.0, "length"), (1.0, "length"), (0.6, "gnmt"),
+                                        (2.0, "gnmt")])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_wide_beam_finds_the_exact_best(alpha, seed):
+def test_wide_beam_finds_the_exact_best(alpha, norm, seed):
     m = model(seed=seed)
     src = torch.randint(2, V, (1, 5), generator=torch.Generator().manual_seed(seed))
     max_new = 3
-    best, best_s = brute_force(m, src, max_new, alpha)
-    out = m.generate(src, max_new, num_beams=V ** max_new, length_penalty=alpha)[0, 1:].tolist()
+    best, best_s = brute_force(m, src, max_new, alpha, norm)
+    out = m.generate(src, max_new, num_beams=V ** max_new, length_penalty=alpha,
+                     length_norm=norm)[0, 1:].tolist()
     hyp = out[: out.index(EOS) + 1] if EOS in out else out
-    assert score(m, src, hyp, alpha) == pytest.approx(best_s, abs=1e-5), (hyp, best)
+    assert score(m, src, hyp, alpha, norm) == pytest.approx(best_s, abs=1e-5), (hyp, best)
 
 
 def test_one_beam_equals_greedy():

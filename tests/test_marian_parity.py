@@ -102,14 +102,14 @@ def test_greedy_matches(tmp_path):
     assert got.tolist() == ref.tolist()
 
 
-@pytest.mark.parametrize("eos_bias", [0.0, 2.5])
-def test_beam_matches_over_seeds(tmp_path, eos_bias):
+@pytest.mark.parametrize("eos_bias,alpha", [(0.0, 1.0), (2.5, 1.0), (2.5, 0.6)])
+def test_beam_matches_over_seeds(tmp_path, eos_bias, alpha):
     """4 beams, 6 random models x 6 sentences (1 to 9 source tokens): every output equals
     transformers' with early_stopping=False, the stopping rule ours implements (a sentence is done
     when its K-th best finished hypothesis beats the best running score / current length^alpha).
     early_stopping=True (stop at K finished hypotheses) agrees on only 33/36 (no EOS bias: every
     best hypothesis runs to the length limit) and 15/36 (EOS bias 2.5: 11 end in EOS, at 1 or 10
-    tokens)."""
+    tokens). alpha 0.6: the 2017 paper's length penalty value (in transformers' |Y|^alpha form)."""
     n_eos = 0
     for seed in range(6):
         hf = marian(tmp_path / str(seed), seed=seed, eos_bias=eos_bias)
@@ -123,8 +123,8 @@ def test_beam_matches_over_seeds(tmp_path, eos_bias):
         with torch.no_grad():
             ref = hf.generate(input_ids=src, attention_mask=src_mask, max_new_tokens=12,
                               num_beams=4, do_sample=False, early_stopping=False,
-                              length_penalty=1.0)
-        got = ours.generate(src, 12, attention_mask=src_mask, num_beams=4)
+                              length_penalty=alpha)
+        got = ours.generate(src, 12, attention_mask=src_mask, num_beams=4, length_penalty=alpha)
         assert len(got) == len(ref) == 6
         for i, (a, b) in enumerate(zip(got.tolist(), ref.tolist())):
             assert _strip(a) == _strip(b), (seed, i)

@@ -6,7 +6,9 @@ Autoregressive decoding: p(y) = Π_t p(y_t | y_<t, x). Each step feeds only the 
 - sampling: softmax(logits / T), optionally restricted to the k most likely tokens (top-k) or to the
   smallest set whose probability reaches p (top-p / nucleus); a `seed` makes it reproducible;
 - beam search: keep the `num_beams` best partial sequences by total log-probability; a finished
-  hypothesis scores sum(log p) / length^α (α = length_penalty).
+  hypothesis scores sum(log p) / lp(|Y|), where lp(|Y|) = |Y|^α (transformers' and Marian's
+  form, the default) or GNMT's ((5 + |Y|) / 6)^α (Wu et al. 2016 eq. 14, used by Vaswani et
+  al. 2017 with α = 0.6), |Y| the generated length (EOS included), α = length_penalty.
 
 A session is anything with `step(ids (B, t), attention_mask (B, past + t) | None) -> logits (B, V)`
 for the last position and `reorder(index)` (beam search keeps rows `index` of its cache): a
@@ -132,16 +134,33 @@ def sample(session, prompt, max_new_tokens, attention_mask=None, temperature=0.0
 
 
 # -------------------------------------------------------------------------------- beam search
+LENGTH_NORMS = ("length", "gnmt")
+
+
+def length_divisor(length: int, alpha: float, form: str = "length") -> float:
+    """The divisor of a hypothesis' sum(log p): |Y|^alpha ("length") or ((5 + |Y|) / 6)^alpha
+    ("gnmt"). alpha = 0: no normalisation; larger alpha favours longer hypotheses."""
+    if form == "gnmt":
+        return ((5 + length) / 6) ** alpha
+    return length ** alpha
+
+
+def check_length_norm(form: str) -> None:
+    if form not in LENGTH_NORMS:
+        raise UserError(f"length norm {form!r} is not one of {', '.join(LENGTH_NORMS)}")
+
+
 @torch.no_grad()
 def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, num_beams=4,
                 attention_mask=None, eos_token_id=None, pad_token_id=None,
-                length_penalty=1.0) -> torch.Tensor:
+                length_penalty=1.0, length_norm="length") -> torch.Tensor:
     """Batched beam search. `new_session(n)` builds a session for n = B * num_beams rows: row
     i * num_beams + j is beam j of prompt i (a session may share per-prompt state, such as the
     encoder output, among a prompt's beams: see Seq2SeqSession).
 
     prompt: (B, T) -> (B, T + n): the best finished hypothesis of each row, padded with pad/eos.
-    Hypotheses score sum(log p) / (generated length)^length_penalty. Each step ranks the 2K best
+    Hypotheses score sum(log p) / length_divisor(generated length, length_penalty, length_norm).
+    Each step ranks the 2K best
     continuations of a prompt: the first K that do not end in EOS are its next beams, and one that
     ends in EOS becomes a finished hypothesis only if it ranks among the first K (as in
     transformers' beam search).
@@ -150,6 +169,7 @@ def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, nu
     fewer rows than before (index keeps the K beams of each sentence still running), so later
     steps only compute the sentences still running.
     """
+    check_length_norm(length_norm)
     b, t0 = prompt.shape
     k = num_beams
     eos = _as_set(eos_token_id)
@@ -170,7 +190,7 @@ def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, nu
         top_scores, top_idx = cand.topk(2 * k, dim=-1)                          # (B, 2K)
         top_scores, top_idx = top_scores.tolist(), top_idx.tolist()
         next_beam, next_tok, next_score = [], [], []
-        length = step + 1
+        norm = length_divisor(step + 1, length_penalty, length_norm)
         for a, i in enumerate(rows):   # a: row in the session, i: sentence in the batch
             chosen = []
             for rank, (s, idx) in enumerate(zip(top_scores[a], top_idx[a])):
@@ -180,7 +200,7 @@ def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, nu
                 if tok in eos:  # a hypothesis ends here, if it ranks among the k best
                     if rank < k and s > float("-inf"):
                         hyp = torch.cat([seqs[a * k + beam], seqs.new_tensor([tok])])
-                        finished[i].append((s / length ** length_penalty, hyp))
+                        finished[i].append((s / norm, hyp))
                     continue
                 chosen.append((beam, tok, s))
             while len(chosen) < k:  # a finished row keeps dummy beams that can never win
@@ -192,8 +212,7 @@ def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, nu
             finished[i].sort(key=lambda h: -h[0])
             del finished[i][k:]
             best_running = max(s for _, _, s in chosen)
-            if len(finished[i]) == k and (best_running / length ** length_penalty
-                                          <= finished[i][-1][0]):
+            if len(finished[i]) == k and best_running / norm <= finished[i][-1][0]:
                 done[i] = True
         index = torch.tensor(next_beam, device=prompt.device)
         tok = torch.tensor(next_tok, device=prompt.device)
@@ -217,7 +236,8 @@ def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, nu
             for j in range(k):
                 s = scores[a, j].item()
                 if s > float("-inf"):
-                    finished[i].append((s / max(n_gen, 1) ** length_penalty, seqs[a * k + j]))
+                    finished[i].append((s / length_divisor(max(n_gen, 1), length_penalty,
+                                                           length_norm), seqs[a * k + j]))
             finished[i].sort(key=lambda h: -h[0])
     best = [finished[i][0][1] for i in range(b)]
     width = max(len(h) for h in best)

@@ -1,5 +1,13 @@
-"""`zeroformer train RECIPE --out DIR [--max-steps N] [--save-every N] [--seed S] [--resume]
-[--key=value ...]`: train a recipe (zeroformer/recipes), checkpointing into DIR.
+"""`zeroformer train RECIPE --out DIR [--max-steps N | --time-budget 25m] [--save-every N]
+[--average-last N] [--seed S] [--resume] [--key=value ...]`: train a recipe (zeroformer/recipes),
+checkpointing into DIR.
+
+--time-budget DURATION (25m, 90s, 1h30m, or seconds) trains for that long instead of
+--max-steps: the step count and warmup are planned from a measured step time, and the final
+evaluation runs after it (zeroformer/train/budget.py). --average-last N averages the last N
+checkpoints' weights at the end into DIR/averaged and evaluates that model.
+Your own parallel corpus: `zeroformer train translate --data train.tsv [--eval-data valid.tsv]
+[--test-data test.tsv] --out DIR` (zeroformer/recipes/translate.py).
 
 --key=value overrides any ModelConfig or TrainConfig field by name, converted to the field's type
 (e.g. --n_layer=2 --batch_size=8 --lr=3e-4 --dtype=bf16 --dropout=0.0; dashes work too:
@@ -26,6 +34,17 @@ import typing
 
 from ..errors import UserError
 
+# flags whose value goes to TrainConfig.extra, for the recipes whose `inputs` name them
+FILE_FLAGS = {
+    "test-data": "test data (translate)",
+    "data-target": "target side of a two-file --data (translate)",
+    "eval-data-target": "target side of a two-file --eval-data (translate)",
+    "test-data-target": "target side of a two-file --test-data (translate)",
+    "src-col": "TSV source column: 0-based index or header name (translate; default 0)",
+    "tgt-col": "TSV target column: 0-based index or header name (translate; default 1)",
+    "tokenizer": "use this tokenizer instead of training one (translate)",
+}
+
 
 def register(subparsers):
     # unknown `--key=value` words are kept in args.overrides (cli.ArgumentParser)
@@ -35,12 +54,19 @@ def register(subparsers):
     p.add_argument("recipe", nargs="?", metavar="RECIPE", help="recipe name (see --list)")
     p.add_argument("--out", metavar="DIR", help="run folder: step-N checkpoints + latest.json")
     p.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps (max_steps)")
+    p.add_argument("--time-budget", metavar="DURATION",
+                   help="train for this long (25m, 90s, 1h30m), then evaluate; replaces "
+                        "--max-steps (time_budget)")
+    p.add_argument("--average-last", type=int, metavar="N",
+                   help="at the end, average the last N checkpoints into OUT/averaged")
     p.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps")
     p.add_argument("--seed", type=int, metavar="S", help="random seed (model init, data, dropout)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--data", metavar="FILE", help="training data (classify, finetune)")
     p.add_argument("--eval-data", metavar="FILE", help="held-out data (default: part of --data)")
     p.add_argument("--model", metavar="PATH", help="start from this model (classify, finetune)")
+    for flag, what in FILE_FLAGS.items():
+        p.add_argument(f"--{flag}", metavar="COL" if flag.endswith("col") else "FILE", help=what)
     p.add_argument("--nproc", type=int, metavar="N",
                    help="train on N processes on this machine (launches torchrun; DDP)")
     p.add_argument("--list", action="store_true", help="list the recipes and exit")
@@ -89,6 +115,11 @@ def parse_overrides(words) -> tuple[dict, dict]:
             raise UserError(f"unexpected argument {word!r}: overrides are written --key=value")
         key, value = word[2:].split("=", 1)
         key = key.replace("-", "_")
+        if key == "time_budget":  # a duration: 25m, 90s, 1h30m, or seconds
+            from ..train.budget import parse_duration
+
+            train[key] = parse_duration(value)
+            continue
         if key not in fields:
             raise UserError(f"unknown option --{key} (not a model or training field; "
                             "see zeroformer/config.py and zeroformer/train/config.py)")
@@ -113,9 +144,24 @@ def run(args):
     if not args.out:
         raise UserError("train: --out DIR is required (the run folder for checkpoints)")
     for flag, key in (("max_steps", "max_steps"), ("save_every", "save_every"), ("seed", "seed"),
-                      ("data", "data"), ("eval_data", "eval_data"), ("model", "init")):
+                      ("data", "data"), ("eval_data", "eval_data"), ("model", "init"),
+                      ("average_last", "average_last")):
         if getattr(args, flag) is not None:
             train_over[key] = getattr(args, flag)
+    if args.time_budget is not None:
+        from ..train.budget import parse_duration
+
+        if args.max_steps is not None:
+            raise UserError("train: give --max-steps or --time-budget, not both (the budget "
+                            "decides the number of steps)")
+        train_over["time_budget"] = parse_duration(args.time_budget)
+    given = {f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f in FILE_FLAGS
+             if getattr(args, f.replace("-", "_")) is not None}
+    refused = [k for k in given if k not in recipe.inputs]
+    if refused:
+        raise UserError(f"recipe {recipe.name} does not take --{refused[0].replace('_', '-')}")
+    if given:
+        train_over["extra"] = {**train_over.get("extra", {}), **given}
     train_over.setdefault("dtype", "auto")   # bf16 autocast where the hardware has it natively
     mcfg = recipe.model_config(**model_over)
     tcfg = recipe.train_config(**train_over)
@@ -141,8 +187,12 @@ def run(args):
         sys.stderr.write(f"stopped by {result['stopped']} after step {result['step']}; "
                          f"checkpoint {result['checkpoint']}; continue with: {again}\n")
     elif trainer.world.main:
-        evals = [e for e in result["log"] if "val_loss" in e]
+        evals = [e for e in result["log"] if "val_loss" in e and "averaged" not in e]
         tail = f"; val_loss {evals[-1]['val_loss']:.4f}" if evals else ""
+        averaged = [e for e in result["log"] if "averaged" in e]
+        if averaged and "val_loss" in averaged[-1]:
+            tail += (f"; averaged checkpoints {averaged[-1]['averaged']}: val_loss "
+                     f"{averaged[-1]['val_loss']:.4f} ({os.path.join(args.out, 'averaged')})")
         sys.stderr.write(f"done: step {result['step']}; checkpoint {result['checkpoint']}{tail}\n")
     return 0
 
@@ -205,7 +255,8 @@ def _descendants(pid: int) -> list[int]:
 def train_words(args, resume: bool = False) -> list[str]:
     """The words after `zeroformer train` that repeat this command (without --nproc)."""
     words = [args.recipe, "--out", args.out]
-    for flag in ("max_steps", "save_every", "seed", "data", "eval_data", "model"):
+    for flag in ("max_steps", "time_budget", "average_last", "save_every", "seed", "data",
+                 "eval_data", "model", *(f.replace("-", "_") for f in FILE_FLAGS)):
         if getattr(args, flag) is not None:
             words += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     return words + ["--resume"] * bool(args.resume or resume) + list(args.overrides)

@@ -1,4 +1,5 @@
-"""`zeroformer translate --model DIR [TEXT ...] [--beams 4]`: translate with an encoder-decoder.
+"""`zeroformer translate --model DIR [TEXT ...] [--beams 4] [--length-penalty A --length-norm gnmt]
+[--max-len-a A --max-len-b B]`: translate with an encoder-decoder.
 
 Texts come from the arguments, or one per line from stdin. Output: one line per input, in order.
 An empty (or whitespace-only) input translates to an empty line. A source longer than the
@@ -12,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import UserError
-from .common import add_path_args, report
+from .common import add_path_args, add_translation_args, report, translation_options
 
 
 def register(sub):
@@ -20,12 +21,9 @@ def register(sub):
     p.add_argument("--model", required=True, metavar="DIR", help="translator (run folder, "
                    "checkpoint or Marian/opus-mt folder)")
     p.add_argument("text", nargs="*", help="texts to translate (default: lines of stdin)")
-    p.add_argument("--beams", type=int, default=4, help="beam width (1 = greedy; default 4)")
-    p.add_argument("--length-penalty", type=float, default=1.0,
-                   help="score = log p / length^alpha (default 1.0)")
+    add_translation_args(p)
     p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="output limit (default: 1.5 x source + 10, within the context)")
-    p.add_argument("--batch-size", type=int, default=32, help="sentences decoded together")
+                   help="a fixed output limit (instead of --max-len-a/-b), within the context")
     add_path_args(p)
     p.set_defaults(func=run)
 
@@ -34,10 +32,7 @@ def run(args):
     from ..inference.load import load_translator
     from ..inference.translation import translate
 
-    if args.beams < 1:
-        raise UserError(f"--beams must be >= 1 (got {args.beams})")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1 (got {args.batch_size})")
+    options = translation_options(args)
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})")
     model, tok = load_translator(args.model, args.dtype, args.int8, args.int4,
@@ -51,9 +46,8 @@ def run(args):
         sys.stderr.write(f"zeroformer: warning: input {i + 1}: {n} tokens is longer than the "
                          f"model's context; truncated to the first {limit}\n")
 
-    out = translate(model, tok, texts, beams=args.beams, batch_sentences=args.batch_size,
-                    max_new_tokens=args.max_new_tokens, length_penalty=args.length_penalty,
-                    on_truncate=warn)
+    out = translate(model, tok, texts, max_new_tokens=args.max_new_tokens, on_truncate=warn,
+                    **options)
     for line in out:
         sys.stdout.write(line.replace("\n", " ") + "\n")
     sys.stdout.flush()

@@ -82,3 +82,32 @@ def read_text(src: str, what: str = "input") -> str:
 def read_lines(src: str, what: str = "input") -> list[str]:
     """Lines of a file or stdin ('-'), without their line breaks. UserError if unreadable."""
     return read_text(src, what).splitlines()
+
+
+def add_translation_args(p):
+    """The beam-search flags of `translate` and `eval bleu` (defaults and meaning:
+    zeroformer/inference/translation.py)."""
+    p.add_argument("--beams", type=int, default=4, help="beam width (1 = greedy; default 4)")
+    p.add_argument("--length-penalty", type=float, default=1.0, metavar="ALPHA",
+                   help="score = sum(log p) / lp(|Y|), lp = |Y|^ALPHA (default 1.0)")
+    p.add_argument("--length-norm", choices=["length", "gnmt"], default="length",
+                   help="lp: |Y|^ALPHA (length, as transformers/Marian; default) or GNMT's "
+                        "((5 + |Y|) / 6)^ALPHA (gnmt; the 2017 paper: ALPHA 0.6)")
+    p.add_argument("--max-len-a", type=float, default=1.5, metavar="A",
+                   help="output limit A x source length + B tokens (default 1.5; paper: 1)")
+    p.add_argument("--max-len-b", type=int, default=10, metavar="B",
+                   help="(default 10; paper: 50)")
+    p.add_argument("--batch-size", type=int, default=32, help="sentences decoded together")
+
+
+def translation_options(args) -> dict:
+    """The add_translation_args flags as inference.translation.translate's keywords, checked."""
+    if args.beams < 1:
+        raise UserError(f"--beams must be >= 1 (got {args.beams})")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1 (got {args.batch_size})")
+    if args.max_len_a < 0 or args.max_len_b < 0:
+        raise UserError("--max-len-a and --max-len-b must be >= 0")
+    return dict(beams=args.beams, length_penalty=args.length_penalty,
+                length_norm=args.length_norm, max_len_a=args.max_len_a,
+                max_len_b=args.max_len_b, batch_sentences=args.batch_size)

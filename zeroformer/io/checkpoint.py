@@ -224,6 +224,29 @@ def save_run_checkpoint(out, step: int, model, keep: int = 2, **kwargs) -> Path:
     return folder
 
 
+def average_checkpoints(folders) -> dict:
+    """The element-wise mean of the weights stored in checkpoint `folders` (Vaswani et al. 6.1:
+    the base models average the last 5 checkpoints):  W = (1/N) sum_i W_i  for every tensor,
+    summed in float64 in the order given and rounded once to the stored dtype. Tensors that are
+    not floating point come from the last folder. All must hold the same names and shapes."""
+    folders = [Path(f) for f in folders]
+    if not folders:
+        raise UserError("nothing to average: no checkpoints")
+    total: dict = {}
+    for i, folder in enumerate(folders):
+        state = read_weights([folder / MODEL_FILE])
+        if i and (state.keys() != total.keys() or
+                  any(tuple(v.shape) != tuple(total[k].shape) for k, v in state.items())):
+            raise UserError(f"cannot average {folder} with {folders[0]}: different tensors")
+        for k, v in state.items():
+            if not v.is_floating_point():
+                total[k] = v
+            else:
+                total[k] = total[k] + v.double() if i else v.double()
+    return {k: (total[k] / len(folders)).to(v.dtype) if v.is_floating_point() else v
+            for k, v in state.items()}
+
+
 def prune_checkpoints(out, keep: int = 2) -> None:
     """Delete all but the newest `keep` step-* folders (never the one latest.json names) and
     leftovers of interrupted writes."""

@@ -108,14 +108,16 @@ class GenerativeModel(Model):
     def generate(self, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None,
                  num_beams=1, eos_token_id=None, attention_mask=None, seed=None,
                  length_penalty=1.0, use_cache=True, *, repetition_penalty=1.0,
-                 pad_token_id=None, stream=None, stop=None) -> torch.Tensor:
+                 pad_token_id=None, stream=None, stop=None, length_norm="length") -> torch.Tensor:
         """input_ids (B, T) and attention_mask (B, T) (1 = real token, 0 = padding) -> token ids
         (see the module docstring for the output's shape). Rows that emit `eos_token_id`
         (default config.eos_token_id) or for which `stop(seqs)` holds are finished and padded
         with `pad_token_id`. temperature 0 = greedy, else sampling (top_k, top_p, `seed` for
         reproducibility); repetition_penalty > 1 discourages tokens already present;
         `stream(tokens (B,))` is called once per step. num_beams > 1 = beam search, which scores
-        a hypothesis sum(log p) / length^length_penalty and refuses the sampling arguments.
+        a hypothesis sum(log p) / length^length_penalty (length_norm="gnmt": GNMT's
+        ((5 + length) / 6)^length_penalty; generate.py:length_divisor) and refuses the sampling
+        arguments.
         use_cache=False re-runs the whole prefix every step (the reference path, for tests)."""
         check_sampling_args(temperature, top_k, top_p, num_beams, repetition_penalty,
                             max_new_tokens=max_new_tokens, stream=stream, stop=stop)
@@ -135,7 +137,8 @@ class GenerativeModel(Model):
             if num_beams > 1:
                 return beam_search(lambda rows: new_session(rows, max_len), prompt, max_new_tokens,
                                    num_beams, attention_mask=mask, eos_token_id=eos,
-                                   pad_token_id=pad, length_penalty=length_penalty)
+                                   pad_token_id=pad, length_penalty=length_penalty,
+                                   length_norm=length_norm)
             return sample(new_session(prompt.size(0), max_len), prompt, max_new_tokens,
                           attention_mask=mask, temperature=temperature, top_k=top_k, top_p=top_p,
                           eos_token_id=eos, pad_token_id=pad, seed=seed,

@@ -9,6 +9,8 @@ A Recipe holds:
     preset + model_overrides   -> the ModelConfig (zeroformer/config.py)
     train_defaults             -> the TrainConfig (zeroformer/train/config.py)
     build(model_cfg, train_cfg) -> Task   builds tokenizer, data and model (zeroformer/train/task.py)
+    inputs                     the TrainConfig.extra keys `zeroformer train`'s file flags may set
+                               (--test-data, --data-target, --src-col, ...); others refuse them
 
 `--key=value` on the command line overrides any field of either config by name.
 """
@@ -33,6 +35,7 @@ class Recipe:
     preset: str = "tiny"
     model_overrides: dict = field(default_factory=dict)
     train_defaults: dict = field(default_factory=dict)
+    inputs: tuple = ()
 
     def model_config(self, **overrides) -> ModelConfig:
         return preset(self.preset, **{**self.model_overrides, **overrides})

@@ -17,7 +17,8 @@ TRAIN_DTYPES = ("auto", "fp32", "bf16")
 
 # Fields that may differ between a run and its `--resume` (they do not change the arithmetic).
 RESUMABLE_CHANGES = frozenset({"max_steps", "eval_every", "eval_steps", "save_every",
-                               "keep_checkpoints", "log_every", "progress", "device"})
+                               "keep_checkpoints", "log_every", "progress", "device",
+                               "average_last"})
 
 
 @dataclass
@@ -30,6 +31,9 @@ class TrainConfig(DataclassJSON):
     grad_accum: int = 1           # micro-batches per optimizer step (effective batch = product)
     # length
     max_steps: int = 1000         # optimizer steps
+    time_budget: float = 0.0      # seconds of training (--time-budget 25m); 0 = none. With a
+    #                               budget the run's length and warmup are planned from a measured
+    #                               step time (zeroformer/train/budget.py), not max_steps
     # learning-rate schedule (zeroformer/train/schedules.py)
     schedule: str = "cosine"      # cosine: linear warmup to lr, cosine to min_lr at max_steps
                                   # noam:   noam_factor * d_model^-0.5 * min(t^-0.5, t*warmup^-1.5)
@@ -54,6 +58,8 @@ class TrainConfig(DataclassJSON):
     log_every: int = 50           # steps between logged (and printed) training losses
     save_every: int = 500         # steps between checkpoints; 0 = only at the end
     keep_checkpoints: int = 2     # newest step-* folders kept in --out
+    average_last: int = 0         # at the end, average the last N checkpoints' weights into
+    #                               OUT/averaged and evaluate that model (Vaswani et al. 6.1); 0 = off
     progress: bool = True         # tqdm progress bar (loss, tokens/s, ETA) on stderr
     # reproducibility and numerics
     seed: int = 1337
@@ -78,9 +84,11 @@ class TrainConfig(DataclassJSON):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1 (got {getattr(self, name)})")
         for name in ("max_steps", "warmup_steps", "eval_every", "eval_steps", "log_every",
-                     "save_every", "keep_checkpoints"):
+                     "save_every", "keep_checkpoints", "average_last"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if not self.time_budget >= 0.0 or self.time_budget == float("inf"):
+            raise UserError(f"time_budget must be a number of seconds >= 0 (got {self.time_budget})")
         if not 0.0 <= self.scheduled_sampling <= 1.0:
             raise UserError(f"scheduled_sampling must be in [0, 1] (got {self.scheduled_sampling})")
         if self.schedule == "noam" and self.warmup_steps < 1:

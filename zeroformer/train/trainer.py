@@ -20,6 +20,12 @@ of each micro-batch through a DDP wrapper (`self.net`); the ranks' losses are co
 one-process loss (one all_reduce per micro-batch). Only rank 0 prints, evaluates and writes
 checkpoints, none of which makes a collective call; every rank resumes from the same checkpoint.
 
+Time budget (cfg.time_budget, zeroformer/train/budget.py): the budget becomes a planned step count
+and warmup once, from a measured step time, saved with each checkpoint; the run stops at the
+planned step or when its training time reaches the budget. Averaging (cfg.average_last = N): at
+the end the last N checkpoints' weights are averaged into OUT/averaged, which is then evaluated
+and handed to task.on_end.
+
 SIGTERM / SIGINT (zeroformer/train/preempt.py) end the current step, save a checkpoint and
 return with result["stopped"] set; a second signal ends the process at once.
 
@@ -42,8 +48,9 @@ import torch
 from ..config import ModelConfig
 from ..errors import UserError
 from ..io import checkpoint as ckpt
+from ..io.files import load_strict
 from .config import RESUMABLE_CHANGES, TrainConfig
-from . import distributed
+from . import budget, distributed
 from .data import count_tokens, to_device
 from .optim import build_optimizer
 from .preempt import GracefulStop
@@ -146,6 +153,8 @@ class Trainer:
         self.unlogged = [0.0, 0]  # [sum, count] of step losses since the last log entry
         self.last_checkpoint: Path | None = None
         self.stopped: str | None = None  # the signal that stopped fit() early (preempt.py)
+        self.plan: budget.Plan | None = None  # the time budget's plan (budget.py)
+        self.clock: budget.Clock | None = None
 
     # -- resume ---------------------------------------------------------------------------------
     def resume(self) -> int:
@@ -160,6 +169,8 @@ class Trainer:
         ckpt.load_optimizer(self.optimizer, folder)
         self.step, self.log = int(state["step"]), list(state.get("log", []))
         self.unlogged = list(state.get("unlogged", [0.0, 0]))  # the next entry's mean spans it
+        if state.get("budget") is not None:
+            self.plan = budget.Plan.from_dict(state["budget"])
         rng = state.get("rng", {})
         if "python" in rng:
             v, internal, gauss = rng["python"]
@@ -208,8 +219,12 @@ class Trainer:
                  "rng": {"python": [py[0], list(py[1]), py[2]],
                          "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]),
                                    int(np_state[3]), float(np_state[4])]}}
+        if self.plan is not None:
+            self.plan.used_s = round(self.clock.used(), 3)
+            state["budget"] = self.plan.to_dict()
         self.last_checkpoint = ckpt.save_run_checkpoint(
-            self.out, self.step, self.model, keep=self.cfg.keep_checkpoints,
+            self.out, self.step, self.model,
+            keep=max(self.cfg.keep_checkpoints, self.cfg.average_last),
             tokenizer=getattr(self.task, "tokenizer", None), trainer_state=state,
             optimizer=self.optimizer, extra_tensors=tensors)
         return self.last_checkpoint
@@ -249,19 +264,25 @@ class Trainer:
                 raise UserError(f"{self.out} already holds a training run; pass --resume to "
                                 "continue it, or choose another --out")
             seed_everything(cfg.seed)
+        if cfg.average_last and self.out is None:
+            raise UserError("average_last needs a run folder (--out) to keep checkpoints in")
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         d_model = model.config.d_model
         model.train()
         main = self.world.main
-        bar = Progress(self.step, cfg.max_steps, enabled=cfg.progress and main)
+        run = budget.start(self, main)  # cfg, or with the time budget's planned steps and warmup
+        bar = Progress(self.step, run.max_steps, enabled=cfg.progress and main)
         if main:
             bar.write(f"dtype: {'bf16 autocast' if self.cfg.dtype == 'bf16' else 'fp32'} "
                       f"({self.dtype_reason})")
         t0 = time.perf_counter()
         stop = GracefulStop(announce=main).install()  # SIGTERM / SIGINT: stop after this step
+        # a budget already spent before a resumed run's first step: nothing more to train (a fresh
+        # run trains at least one step, however long the step-time measurement took)
+        end = self.step if resume and budget.out_of_time(self) else run.max_steps
         try:
-            for step in range(self.step + 1, cfg.max_steps + 1):
-                lr = lr_at(step, cfg, d_model)
+            for step in range(self.step + 1, end + 1):
+                lr = lr_at(step, run, d_model)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 if self.world.size > 1:
@@ -280,7 +301,7 @@ class Trainer:
                 self.step = step
                 self.unlogged = [self.unlogged[0] + step_loss, self.unlogged[1] + 1]
                 bar.update(step_tokens, step_loss, lr)
-                last = step == cfg.max_steps
+                last = step == run.max_steps or budget.out_of_time(self)
                 if (cfg.log_every and step % cfg.log_every == 0) or last:
                     entry = {"step": step, "loss": self.unlogged[0] / self.unlogged[1], "lr": lr,
                              "time_s": round(time.perf_counter() - t0, 3)}
@@ -297,7 +318,9 @@ class Trainer:
                 saving = (cfg.save_every and step % cfg.save_every == 0) or last
                 if main and self.out is not None and saving:
                     self.save()
-                if not last and self._should_stop(stop):
+                if last:  # the planned end, or the time budget spent
+                    break
+                if self._should_stop(stop):
                     if main and self.out is not None and not saving:
                         self.save()
                     self.stopped = stop.received or "a signal to another rank"
@@ -306,9 +329,29 @@ class Trainer:
             stop.restore()
             bar.close()
         if main and not self.stopped:
+            if self.plan is not None:
+                bar.write(f"time budget: stopped after step {self.step} of the planned "
+                          f"{self.plan.steps} ({self.clock.used():.1f} s of "
+                          f"{self.plan.seconds:g} s)")
+            if cfg.average_last and self.out is not None:
+                self._average(bar)
             task.on_end(model)
         return {"step": self.step, "log": self.log, "checkpoint": self.last_checkpoint,
-                "stopped": self.stopped}
+                "stopped": self.stopped, "budget": self.plan.to_dict() if self.plan else None}
+
+    # -- averaging ------------------------------------------------------------------------------
+    def _average(self, bar) -> None:
+        """Average the newest cfg.average_last checkpoints into OUT/averaged, load the result into
+        the model and log its evaluation (entry {"step", "averaged": [steps], ...})."""
+        folders = sorted(p for p in self.out.glob("step-*") if p.is_dir())[-self.cfg.average_last:]
+        steps = [int(p.name.split("-")[1]) for p in folders]
+        load_strict(self.model, ckpt.average_checkpoints(folders), self.out).train()
+        ckpt.save_checkpoint(self.model, self.out / "averaged",
+                             tokenizer=getattr(self.task, "tokenizer", None))
+        result = self.evaluate()
+        self.log.append({"step": self.step, "averaged": steps, **result})
+        bar.write(f"averaged checkpoints {steps} -> {self.out / 'averaged'} | "
+                  + " | ".join(_fmt(k, v) for k, v in result.items()))
 
     def _should_stop(self, stop: GracefulStop) -> bool:
         """Whether a stop signal came (to any rank: all ranks must leave after the same step)."""

@@ -22,20 +22,16 @@ from __future__ import annotations
 
 import torch
 
+from ..data.parallel import read_parallel
 from .data import batch_generator
 from .losses import IGNORE_INDEX, model_loss
 from .task import Task
 
 
 def read_pairs(path, src_col=3, tgt_col=4) -> list[tuple[str, str]]:
-    """A tab-separated file -> [(source, target)] (bible-es-en: book ch verse es en)."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            cols = line.rstrip("\n").split("\t")
-            if len(cols) > max(src_col, tgt_col):
-                out.append((cols[src_col], cols[tgt_col]))
-    return out
+    """A tab-separated file -> [(source, target)] (bible-es-en: book ch verse es en); any
+    layout and bad rows: zeroformer/data/parallel.py:read_parallel, which this calls."""
+    return read_parallel(path, src_col=src_col, tgt_col=tgt_col).pairs
 
 
 def encode_pairs(tokenizer, pairs, eos: int, max_len: int | None = None, max_ratio: float = 0.0,
