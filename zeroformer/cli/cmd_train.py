@@ -42,7 +42,7 @@ FILE_FLAGS = {
     "test-data-target": "target side of a two-file --test-data (translate)",
     "src-col": "TSV source column: 0-based index or header name (translate; default 0)",
     "tgt-col": "TSV target column: 0-based index or header name (translate; default 1)",
-    "tokenizer": "use this tokenizer instead of training one (translate)",
+    "tokenizer": "use this tokenizer instead of training one (translate) or the model's (finetune)",
 }
 
 

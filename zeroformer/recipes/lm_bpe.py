@@ -163,5 +163,6 @@ RECIPES = {
         build=build_finetune, preset="tiny", model_overrides=dict(dropout=0.0),
         train_defaults=dict(batch_size=4, block_size=256, max_steps=100, lr=5e-5, min_lr=5e-6,
                             warmup_steps=10, eval_every=50, eval_steps=5, log_every=10,
-                            save_every=50, weight_decay=0.0)),
+                            save_every=50, weight_decay=0.0),
+        inputs=("tokenizer",)),
 }
