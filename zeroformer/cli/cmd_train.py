@@ -11,7 +11,13 @@ amx_bf16 in /proc/cpuinfo) or a GPU that supports it, in fp32 elsewhere; the run
 
 Data parallel: `torchrun --standalone --nproc_per_node N -m zeroformer train RECIPE ...` trains on
 N processes (DDP; docs/distributed.md); `zeroformer train --nproc N RECIPE ...` launches exactly
-that. batch_size is the global batch on any number of processes.
+that. batch_size is the global batch on any number of processes. --fsdp shards the weights,
+gradients and optimizer state over the processes (FSDP2) and saves sharded checkpoints;
+`zeroformer convert RUN OUT` turns one into an ordinary checkpoint folder.
+
+Before anything is built, the memory the run needs per process is estimated (train/memory.py)
+and compared with what the machine has free; a run that would not fit stops with one line
+(--memory_check=false skips the check).
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ def register(subparsers):
     p.add_argument("--model", metavar="PATH", help="start from this model (classify, finetune)")
     p.add_argument("--nproc", type=int, metavar="N",
                    help="train on N processes on this machine (launches torchrun; DDP)")
+    p.add_argument("--fsdp", action="store_true",
+                   help="shard weights, gradients and optimizer state over the processes (FSDP2)")
     p.add_argument("--list", action="store_true", help="list the recipes and exit")
     p.set_defaults(func=run, overrides=[])
 
@@ -116,15 +124,20 @@ def run(args):
                       ("data", "data"), ("eval_data", "eval_data"), ("model", "init")):
         if getattr(args, flag) is not None:
             train_over[key] = getattr(args, flag)
+    if args.fsdp:
+        train_over["fsdp"] = True
     train_over.setdefault("dtype", "auto")   # bf16 autocast where the hardware has it natively
     mcfg = recipe.model_config(**model_over)
     tcfg = recipe.train_config(**train_over)
     if tcfg.block_size > mcfg.max_seq_len and "max_seq_len" not in model_over:
         mcfg = mcfg.replace(max_seq_len=tcfg.block_size)
 
-    from ..train import Trainer, distributed
+    from ..train import Trainer, distributed, memory
     from ..train.trainer import seed_everything
 
+    nproc = args.nproc if args.nproc is not None else distributed.world_from_env().size
+    if tcfg.memory_check:  # before any weight exists: one line instead of the kernel's OOM kill
+        memory.check_training(mcfg, tcfg, nproc)
     if args.nproc is not None and args.nproc != 1:
         return launch(args, args.nproc, tcfg.batch_size)
     seed_everything(tcfg.seed)  # model init is a function of the seed (the same on every rank)
@@ -204,7 +217,7 @@ def _descendants(pid: int) -> list[int]:
 
 def train_words(args, resume: bool = False) -> list[str]:
     """The words after `zeroformer train` that repeat this command (without --nproc)."""
-    words = [args.recipe, "--out", args.out]
+    words = [args.recipe, "--out", args.out] + ["--fsdp"] * bool(args.fsdp)
     for flag in ("max_steps", "save_every", "seed", "data", "eval_data", "model"):
         if getattr(args, flag) is not None:
             words += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]

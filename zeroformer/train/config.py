@@ -16,7 +16,8 @@ TRAIN_DTYPES = ("auto", "fp32", "bf16")
 
 # Fields that may differ between a run and its `--resume` (they do not change the arithmetic).
 RESUMABLE_CHANGES = frozenset({"max_steps", "eval_every", "eval_steps", "save_every",
-                               "keep_checkpoints", "log_every", "progress", "device"})
+                               "keep_checkpoints", "log_every", "progress", "device",
+                               "memory_check"})
 
 
 @dataclass
@@ -58,6 +59,9 @@ class TrainConfig(DataclassJSON):
     #                               auto (`zeroformer train`'s default): bf16 where the hardware
     #                               has it natively (train/trainer.py:resolve_dtype), else fp32
     device: str = "auto"          # auto (cuda if available), cpu, cuda, cuda:1, mps
+    # scale-out (docs/distributed.md)
+    fsdp: bool = False            # under torchrun: shard weights, gradients, AdamW state (FSDP2)
+    memory_check: bool = True     # stop before training when it would not fit (train/memory.py)
     # inputs of recipes that take the user's files (classify, finetune): --data, --eval-data, --model
     data: str | None = None       # training data file
     eval_data: str | None = None  # held-out data file (default: a slice of `data`)
