@@ -136,7 +136,9 @@ def run(args):
     from ..train.trainer import seed_everything
 
     nproc = args.nproc if args.nproc is not None else distributed.world_from_env().size
-    if tcfg.memory_check:  # before any weight exists: one line instead of the kernel's OOM kill
+    # before any weight exists: one line instead of the kernel's OOM kill (a --model run's
+    # size is known only once it is loaded: not checked)
+    if tcfg.memory_check and not tcfg.init:
         memory.check_training(mcfg, tcfg, nproc)
     if args.nproc is not None and args.nproc != 1:
         return launch(args, args.nproc, tcfg.batch_size)

@@ -146,7 +146,8 @@ def _check_against(folder, table: dict, flat: dict) -> None:
 def _check_finite(folder, flat: dict, distributed: bool) -> None:
     bad = [k for k, v in flat.items() if v.is_floating_point() and not
            bool(torch.isfinite(_local(v)).all())]
-    count = torch.tensor([float(len(bad))], dtype=torch.float64)
+    device = _local(next(iter(flat.values()))).device if flat else "cpu"  # nccl: on the GPU
+    count = torch.tensor([float(len(bad))], dtype=torch.float64, device=device)
     if distributed:
         dist.all_reduce(count)  # every rank raises, or none does
     if count.item():

@@ -10,18 +10,23 @@ weights, gradients and AdamW's moments stay fp32 under bf16 autocast):
     AdamW        8 P / S        exp_avg and exp_avg_sq
     FSDP extras  4 (P_root + 2 P_block)   the root unit (embeddings, head) and a block, gathered;
                  + 8 P on rank 0           its whole copy for evaluation, and the gathered state
-    activations  4 b T (L (12 d + 3 f + 3 h T) + 3 V)    what autograd keeps for backward:
-                   per layer and position, about 12 d floats (block input, two norms, q, k, v,
+    activations  4 b T (L (12 d + 3 f + D + A) + 3 V)    what autograd keeps for backward:
+                   per layer and position about 12 d floats (block input, two norms, q, k, v,
                    attention output, its projection, residual sums) + 3 f (the feed-forward's
-                   hidden before and after the activation, a gate) + 3 h T (each head's scores,
-                   softmax and dropout over the T keys); 3 V per position for the logits, their
-                   log-softmax and its gradient
+                   hidden before and after the activation, a gate); D = 3 d + f for dropout's
+                   masks when dropout > 0; A = 2 h T (each head's scores and softmax over the T
+                   keys) where attention takes a padding mask (encoders), 0 for a causal decoder
+                   (torch's fused attention keeps no T x T matrix); 3 V per position for the
+                   logits, their log-softmax and its gradient
     base         0.5 GiB                    the interpreter, torch and its kernels (RSS after import)
 
 P, P_root and P_block are counted on a model built on torch's "meta" device: no memory is
 allocated. The encoder-decoder counts both stacks in L. The estimate is a rounded upper bound
-of what autograd saves, not a measurement: benchmarks and tests compare it with the peak RSS of
-real runs (tests/test_memory.py: between 1x and 4x of it on the toy runs measured).
+of what autograd saves, not a measurement. Measured against the peak RSS of one-process CPU runs
+(OMP_NUM_THREADS=1, fp32, `/usr/bin/time -v` of `zeroformer train toy --max-steps 1 ...`):
+d 128, f 512, 2 layers, 4096 x 16 tokens: estimate 2.0 / 2.5 GiB, peak 1.7 / 2.2 GiB (dropout 0 /
+0.1); d 32, f 64, 4096 x 256 tokens, dropout 0.1: estimate 6.4 GiB, peak 4.5 GiB.
+tests/test_memory.py keeps it between 1x and 3x of a measured peak.
 
 Free memory: on CPU the processes of one machine share `MemAvailable` (/proc/meminfo), so the
 need is N_local times the per-process figure (N_local = LOCAL_WORLD_SIZE, or --nproc); on a GPU
@@ -90,7 +95,9 @@ def training_bytes(mcfg, tcfg, nproc: int, counts=None, rank0: bool = True) -> i
     layers = mcfg.n_layer + (mcfg.n_encoder_layer or mcfg.n_layer
                              if mcfg.arch == "encoder_decoder" else 0)
     b, t = max(1, tcfg.batch_size // n), tcfg.block_size
-    per_position = layers * (12 * mcfg.d_model + 3 * mcfg.d_ff + 3 * mcfg.n_head * t) \
+    drop = 3 * mcfg.d_model + mcfg.d_ff if mcfg.dropout > 0 else 0
+    scores = 2 * mcfg.n_head * t if mcfg.arch != "decoder" else 0
+    per_position = layers * (12 * mcfg.d_model + 3 * mcfg.d_ff + drop + scores) \
         + 3 * mcfg.vocab_size
     return BASE + states + 4 * b * t * per_position
 

@@ -19,6 +19,9 @@ Data parallel (torchrun, zeroformer/train/distributed.py): every rank runs this 
 of each micro-batch through a DDP wrapper (`self.net`); the ranks' losses are combined into the
 one-process loss (one all_reduce per micro-batch). Only rank 0 prints, evaluates and writes
 checkpoints, none of which makes a collective call; every rank resumes from the same checkpoint.
+Under --fsdp (zeroformer/train/fsdp.py) the model is sharded in place (`self.net` is the model),
+every rank writes its shard of each checkpoint (io/sharded.py) and takes part in gathering the
+weights for rank 0's evaluation (`whole_model`).
 
 SIGTERM / SIGINT (zeroformer/train/preempt.py) end the current step, save a checkpoint and
 return with result["stopped"] set; a second signal ends the process at once.
