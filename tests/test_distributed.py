@@ -326,12 +326,39 @@ def test_fsdp_trains_as_one_process_and_saves_sharded(one_process, fsdp_run, tmp
     assert_same_training(converted(fsdp_run, tmp_path), one_process, atol=1e-5)
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks through /proc (Linux)")
-def test_fsdp_run_killed_and_resumed_ends_as_uninterrupted(fsdp_run, tmp_path):
-    """SIGKILL to torchrun and both ranks once a first sharded checkpoint exists (often in the
-    middle of writing the next one), then --resume: the weights AND AdamW moments of the
-    uninterrupted run, bit for bit (every shard file's tensors)."""
-    out = tmp_path / "run"
+RESUME_WORKER = """
+import sys, torch
+from safetensors.torch import save_file
+from zeroformer import recipes
+from zeroformer.train import Trainer, distributed
+from zeroformer.train.trainer import seed_everything
+
+# exactly what `zeroformer train toy --fsdp ... ARGS` builds (resume checks every field)
+recipe = recipes.get("toy")
+cfg = recipe.train_config(max_steps=30, save_every=3, log_every=1, eval_every=10, grad_accum=2,
+                          progress=False, device="cpu", dtype="fp32", fsdp=True)
+seed_everything(cfg.seed)
+task = recipe.build(recipe.model_config(dropout=0.0), cfg)
+trainer = Trainer(task, cfg, sys.argv[1], meta={"recipe": "toy"})
+trainer.fit(resume=True)
+ids = torch.arange(24).view(2, 12) * 5 % task.model.config.vocab_size
+with torch.no_grad():
+    logits = task.model.eval()(ids)  # every rank: each unit is gathered around its forward
+if trainer.world.main:
+    save_file({"logits": logits.contiguous()}, sys.argv[1] + ".logits.safetensors")
+distributed.shutdown()
+"""
+
+
+@pytest.fixture(scope="module")
+def fsdp_killed_and_resumed(fsdp_run, tmp_path_factory):
+    """`zeroformer train --fsdp` under torchrun, SIGKILLed (torchrun and both ranks) once a first
+    sharded checkpoint exists (often while the next is being written), then resumed by a script
+    that also saves the logits of the sharded model at the end. Returns the run folder."""
+    if not os.path.isdir("/proc"):
+        pytest.skip("finds the ranks through /proc (Linux)")
+    tmp = tmp_path_factory.mktemp("fsdp_killed")
+    out = tmp / "run"
     p = torchrun("toy", "--fsdp", "--out", str(out), *ARGS)
     try:
         deadline = time.monotonic() + 240
@@ -347,13 +374,23 @@ def test_fsdp_run_killed_and_resumed_ends_as_uninterrupted(fsdp_run, tmp_path):
         p.communicate()
     killed_at = int(ckpt.load_trainer_state(ckpt.latest_checkpoint(out))[0]["step"])
     assert killed_at < 30, "the run ended before it could be killed"
-    r = torchrun("toy", "--fsdp", "--out", str(out), "--resume", *ARGS)
-    _, err = r.communicate(timeout=300)
-    assert r.returncode == 0, err[-3000:]
-    a, b = ckpt.latest_checkpoint(out), ckpt.latest_checkpoint(fsdp_run)
+    script = tmp / "resume.py"
+    script.write_text(RESUME_WORKER)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node=2", str(script), str(out)], env=env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def test_fsdp_run_killed_and_resumed_ends_as_uninterrupted(fsdp_run, fsdp_killed_and_resumed):
+    """The weights AND AdamW moments of the uninterrupted run, bit for bit (every shard's
+    tensors), and the same 30 logged losses."""
+    a, b = ckpt.latest_checkpoint(fsdp_killed_and_resumed), ckpt.latest_checkpoint(fsdp_run)
     assert [e["loss"] for e in ckpt.load_trainer_state(a)[0]["log"] if "loss" in e] == \
         [e["loss"] for e in ckpt.load_trainer_state(b)[0]["log"] if "loss" in e]
     names = sorted(f.name for f in (b / sharded.SHARDS_DIR).glob("*.safetensors"))
+    assert len(names) == 2
     for name in names:
         ta, tb = (load_file(str(f / sharded.SHARDS_DIR / name)) for f in (a, b))
         assert ta.keys() == tb.keys() and any(k.startswith("optim.") for k in ta)
@@ -361,46 +398,19 @@ def test_fsdp_run_killed_and_resumed_ends_as_uninterrupted(fsdp_run, tmp_path):
             assert torch.equal(ta[k], tb[k]), (name, k)
 
 
-FSDP_WORKER = """
-import sys, torch
-from safetensors.torch import save_file
-from zeroformer import recipes
-from zeroformer.train import Trainer, distributed
-from zeroformer.train.trainer import seed_everything
-
-recipe = recipes.get("toy")
-cfg = recipe.train_config(max_steps=4, save_every=2, eval_every=0, progress=False, device="cpu",
-                          dtype="fp32", fsdp=True)
-seed_everything(cfg.seed)
-task = recipe.build(recipe.model_config(dropout=0.0), cfg)
-trainer = Trainer(task, cfg, sys.argv[1])
-trainer.fit()
-ids = torch.arange(24).view(2, 12) * 5 % task.model.config.vocab_size
-with torch.no_grad():
-    logits = task.model.eval()(ids)  # every rank: each unit is gathered around its forward
-if trainer.world.main:
-    save_file({"logits": logits.contiguous()}, sys.argv[1] + ".logits.safetensors")
-distributed.shutdown()
-"""
-
-
-def test_fsdp_checkpoint_converts_to_a_folder_with_the_sharded_models_logits(tmp_path):
+def test_fsdp_checkpoint_converts_to_a_folder_with_the_sharded_models_logits(
+        fsdp_killed_and_resumed, tmp_path):
     import zeroformer
 
-    script = tmp_path / "worker.py"
-    script.write_text(FSDP_WORKER)
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                        "--nproc_per_node=2", str(script), str(tmp_path / "run")], env=env(),
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "hf"), "--to", "hf"]) == 0
-    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "zf")]) == 0
-    expected = load_file(str(tmp_path / "run.logits.safetensors"))["logits"]
+    run = fsdp_killed_and_resumed
+    assert main(["convert", str(run), str(tmp_path / "zf")]) == 0
+    expected = load_file(str(run) + ".logits.safetensors")["logits"]
     ids = torch.arange(24).view(2, 12) * 5 % 16
     model = zeroformer.load(tmp_path / "zf")
     with torch.no_grad():
         torch.testing.assert_close(model(ids), expected, rtol=0, atol=1e-6)
     transformers = pytest.importorskip("transformers")  # a reader we did not write
+    assert main(["convert", str(run), str(tmp_path / "hf"), "--to", "hf"]) == 0
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     with torch.no_grad():
         torch.testing.assert_close(hf(ids).logits, expected, rtol=0, atol=1e-5)
@@ -419,6 +429,10 @@ def damaged_copy(run, tmp_path, damage):
 def test_sharded_checkpoint_is_read_without_pickle(fsdp_run, monkeypatch):
     """DCP's own FileSystemReader unpickles its .metadata; ours never calls pickle at all."""
     import pickle
+
+    import torch.distributed.checkpoint  # noqa: F401  (imported before pickle is taken away)
+    import torch.distributed.checkpoint.hf_storage  # noqa: F401
+    import torch.distributed.checkpoint.state_dict  # noqa: F401
 
     def refuse(*a, **k):
         raise AssertionError("pickle was called")
@@ -458,7 +472,7 @@ def test_damaged_sharded_checkpoint_is_one_error_and_resume_falls_back(fsdp_run,
             shards[0].write_bytes(shards[0].read_bytes()[:1000])
 
     copy = damaged_copy(fsdp_run, tmp_path, damage)
-    expect = {"a shard file lost": "is missing", "pieces missing": "do not tile",
+    expect = {"a shard file lost": "is missing", "pieces missing": "do not (tile|hold)",
               "NaN": "non-finite", "truncated": "not a valid safetensors"}[how]
     with pytest.raises(UserError, match=expect):
         ckpt.load_checkpoint(copy)

@@ -3,7 +3,7 @@
 A sharded checkpoint folder (OUT/step-XXXXXXXX, beside the same latest.json as checkpoint.py)::
 
     shards/shard-0000K-model-00001-of-00001.safetensors   rank K-1's pieces of every tensor
-    sharded.json        {"format", "world_size", "files", "param_groups"}: the index
+    sharded.json        {"format", "world_size", "files", "shapes", "param_groups"}: the index
     config.json, tokenizer.json, trainer_state.json, trainer_state.safetensors   (checkpoint.py)
 
 What is saved is one flat {name: tensor} dict (`flat_state`), from DCP's `get_state_dict`:
@@ -24,9 +24,10 @@ where each piece sits in the whole tensor (`saved_offsets`) as JSON in the file'
 read; DCP still plans who reads which bytes, so a checkpoint of N processes resumes on any M.
 
 Checks before a byte of data is trusted (`pieces`): every file's header (files.safetensors_header);
-the files sharded.json names, no fewer; for each name, the pieces tile the tensor exactly (each
-inside it, no two overlapping, their sizes summing to its size: a lost rank file is caught, not
-left as uninitialised rows) with the shape and dtype the model expects; after loading, every value
+the files sharded.json names, no fewer; the tensors it lists, no other; for each, the pieces tile
+the whole shape it records exactly (each inside it, no two overlapping, their sizes summing to
+its size: a lost rank file is caught, not left as uninitialised rows); shape and dtype are the
+ones the model expects; after loading, every value
 finite (agreed over ranks, so all of them raise together).
 
 Atomic, like checkpoint.py: rank 0 makes the hidden folder .step-N.tmp; every rank writes its
@@ -112,17 +113,23 @@ def pieces(folder) -> dict[str, tuple[str, tuple, list]]:
                     or not all(isinstance(o, int) and o >= 0 for o in offsets):
                 raise UserError(f"{path}: tensor {key!r} has no valid saved_offsets")
             table.setdefault(key, []).append((info["dtype"], tuple(offsets), tuple(info["shape"])))
+    shapes = index.get("shapes")
+    if not isinstance(shapes, dict) or set(shapes) != set(table):
+        raise UserError(f"{folder}: the shards do not hold the tensors {INDEX_FILE} lists "
+                        "(a shard file lost or damaged)")
     out = {}
     for key, parts in table.items():
         if len({d for d, _, _ in parts}) != 1:
             raise UserError(f"{folder}: the pieces of {key!r} have different dtypes")
         unique = sorted({(o, s) for _, o, s in parts})  # a replicated tensor may come twice
-        whole = tuple(max(o[i] + s[i] for o, s in unique) for i in range(len(unique[0][0])))
+        whole = tuple(shapes[key]) if isinstance(shapes[key], list) else ()
+        inside = all(len(o) == len(whole) and all(0 <= o[i] and o[i] + s[i] <= whole[i]
+                                                  for i in range(len(whole))) for o, s in unique)
         overlap = any(all(a[0][i] < b[0][i] + b[1][i] and b[0][i] < a[0][i] + a[1][i]
                           for i in range(len(whole)))
                       for j, a in enumerate(unique) for b in unique[j + 1:]
                       if math.prod(a[1]) and math.prod(b[1]))
-        if overlap or sum(math.prod(s) for _, s in unique) != math.prod(whole):
+        if not inside or overlap or sum(math.prod(s) for _, s in unique) != math.prod(whole):
             raise UserError(f"{folder}: the pieces of {key!r} do not tile a {list(whole)} tensor "
                             "(a shard file lost or damaged)")
         out[key] = (parts[0][0], whole, unique)
@@ -220,8 +227,9 @@ def save_sharded(folder, model, optimizer, main: bool, write_rest) -> Path:
         files = sorted(p.name for p in (tmp / SHARDS_DIR).glob("*.safetensors"))
         groups = [{k: v for k, v in g.items()} for g in osd["param_groups"]]
         write_rest(tmp)
-        write_json_atomic(tmp / INDEX_FILE, {"format": FORMAT, "world_size": dist.get_world_size(),
-                                             "files": files, "param_groups": groups})
+        write_json_atomic(tmp / INDEX_FILE, {
+            "format": FORMAT, "world_size": dist.get_world_size(), "files": files,
+            "shapes": {k: list(v.shape) for k, v in flat.items()}, "param_groups": groups})
         if folder.exists():  # the same step saved again (a resumed run's end)
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
             os.replace(folder, old)
