@@ -18,15 +18,17 @@ weights, gradients and AdamW's moments stay fp32 under bf16 autocast):
                    keys) where attention takes a padding mask (encoders), 0 for a causal decoder
                    (torch's fused attention keeps no T x T matrix); 3 V per position for the
                    logits, their log-softmax and its gradient
-    base         0.5 GiB                    the interpreter, torch and its kernels (RSS after import)
+    base         0.35 GiB                   the interpreter, torch and its kernels (peak RSS of a
+                                            5-step toy run: 0.34 GB)
 
 P, P_root and P_block are counted on a model built on torch's "meta" device: no memory is
-allocated. The encoder-decoder counts both stacks in L. The estimate is a rounded upper bound
-of what autograd saves, not a measurement. Measured against the peak RSS of one-process CPU runs
-(OMP_NUM_THREADS=1, fp32, `/usr/bin/time -v` of `zeroformer train toy --max-steps 1 ...`):
-d 128, f 512, 2 layers, 4096 x 16 tokens: estimate 2.0 / 2.5 GiB, peak 1.7 / 2.2 GiB (dropout 0 /
-0.1); d 32, f 64, 4096 x 256 tokens, dropout 0.1: estimate 6.4 GiB, peak 4.5 GiB.
-tests/test_memory.py keeps it between 1x and 3x of a measured peak.
+allocated. The encoder-decoder counts both stacks in L. The estimate is a rounded figure for
+what autograd saves, not a measurement. Against the peak RSS of one-process CPU runs
+(OMP_NUM_THREADS=1, fp32, `/usr/bin/time -v zeroformer train toy --max-steps 1 ...`):
+d 128, f 512, 2 layers, 4096 x 16 tokens: estimate 1.86 / 2.30 GiB, peak 1.75 / 2.16 GiB
+(dropout 0 / 0.1); d 32, f 64, 4096 x 256 tokens, dropout 0.1: estimate 6.28 GiB, peak
+4.46 GiB. So about 1.05x-1.4x of the peak; tests/test_memory.py keeps a real run's ratio
+between 0.8x and 3x.
 
 Free memory: on CPU the processes of one machine share `MemAvailable` (/proc/meminfo), so the
 need is N_local times the per-process figure (N_local = LOCAL_WORLD_SIZE, or --nproc); on a GPU
@@ -47,7 +49,7 @@ import torch
 from ..errors import UserError
 
 GIB = 1 << 30
-BASE = GIB // 2
+BASE = 350 << 20
 
 
 def available_bytes(device: torch.device) -> int | None:
