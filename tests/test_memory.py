@@ -83,3 +83,17 @@ def test_the_estimate_is_within_a_factor_of_a_real_runs_peak_memory(tmp_path):
                                      recipe.train_config(**train_over), 1)
     print(f"peak {peak / memory.GIB:.2f} GiB, estimate {estimate / memory.GIB:.2f} GiB")
     assert 0.8 * peak <= estimate <= 3 * peak, (peak / memory.GIB, estimate / memory.GIB)
+
+
+def test_generation_checks_its_kv_cache_against_free_memory(monkeypatch):
+    from zeroformer.models import build_model
+
+    recipe = recipes.get("toy")
+    model = build_model(recipe.model_config(n_layer=2, d_model=32, n_head=2))
+    kv = 2 * 2 * 3 * 1000 * 32 * 4  # K and V, 2 layers, 3 rows, 1000 positions, 32 wide, fp32
+    assert memory.generation_bytes(model.config, 3, 1000) >= kv
+    monkeypatch.setattr(memory, "available_bytes", lambda device: kv // 2)
+    with pytest.raises(memory.UserError, match=r"needs about .* KV cache of 3 x 1000 positions"):
+        memory.check_generation(model, 3, 1000)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10 * kv)
+    memory.check_generation(model, 3, 1000)
