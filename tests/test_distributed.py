@@ -1,7 +1,10 @@
 """Data parallel training (torchrun + gloo, 2 CPU processes) means the same training as one
 process: every logged loss and the final weights agree within 1e-5 (dropout off); gradient
 accumulation k x b equals one batch of k*b rows; a batch that does not divide is one error line;
-a 2-process run killed with SIGKILL (all ranks) and resumed ends with the uninterrupted weights."""
+a 2-process run killed with SIGKILL (all ranks) and resumed ends with the uninterrupted weights.
+FSDP (--fsdp): the same training as one process; sharded checkpoints that a SIGKILLed run
+resumes from bit for bit, that convert to a folder giving the sharded model's logits (also in
+transformers), that load without pickle, and whose damage is one error (resume falls back)."""
 
 import os
 import signal
