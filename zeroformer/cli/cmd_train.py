@@ -32,6 +32,8 @@ import typing
 
 from ..errors import UserError
 
+CHECKED_ENV = "ZEROFORMER_MEMORY_CHECKED"  # set by --nproc's launcher for the ranks it starts
+
 
 def register(subparsers):
     # unknown `--key=value` words are kept in args.overrides (cli.ArgumentParser)
@@ -135,10 +137,14 @@ def run(args):
     from ..train import Trainer, distributed, memory
     from ..train.trainer import seed_everything
 
-    nproc = args.nproc if args.nproc is not None else distributed.world_from_env().size
+    world = distributed.world_from_env()
+    nproc = args.nproc if args.nproc is not None else world.size
     # before any weight exists: one line instead of the kernel's OOM kill (a --model run's
-    # size is known only once it is loaded: not checked)
-    if tcfg.memory_check and not tcfg.init:
+    # size is known only once it is loaded: not checked). Once per machine: by --nproc's
+    # launcher before any rank starts, else by local rank 0 (a later rank would see the memory
+    # its siblings already hold as taken)
+    if tcfg.memory_check and not tcfg.init and world.local_rank == 0 \
+            and os.environ.get(CHECKED_ENV) != "1":
         memory.check_training(mcfg, tcfg, nproc)
     if args.nproc is not None and args.nproc != 1:
         return launch(args, args.nproc, tcfg.batch_size)
@@ -177,7 +183,7 @@ def launch(args, nproc: int, batch_size: int) -> int:
            f"--nproc_per_node={nproc}", "-m", "zeroformer", "train", *train_words(args)]
     # SIGINT / SIGTERM go to the ranks themselves: they finish the step, save and exit 0, so
     # torchrun ends well (torchrun signalled itself exits 1 after forwarding to them)
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, CHECKED_ENV: "1"})
 
     def forward(signum, frame):
         for pid in _descendants(proc.pid) or [proc.pid]:
