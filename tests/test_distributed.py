@@ -1,7 +1,10 @@
 """Data parallel training (torchrun + gloo, 2 CPU processes) means the same training as one
 process: every logged loss and the final weights agree within 1e-5 (dropout off); gradient
 accumulation k x b equals one batch of k*b rows; a batch that does not divide is one error line;
-a 2-process run killed with SIGKILL (all ranks) and resumed ends with the uninterrupted weights."""
+a 2-process run killed with SIGKILL (all ranks) and resumed ends with the uninterrupted weights.
+FSDP (--fsdp): the same training as one process; sharded checkpoints that a SIGKILLed run
+resumes from bit for bit, that convert to a folder giving the sharded model's logits (also in
+transformers), that load without pickle, and whose damage is one error (resume falls back)."""
 
 import os
 import signal
@@ -16,7 +19,7 @@ from safetensors.torch import load_file
 from zeroformer import recipes
 from zeroformer.cli import main
 from zeroformer.cli.cmd_train import _descendants as descendants  # the ranks under torchrun
-from zeroformer.io import checkpoint as ckpt
+from zeroformer.io import checkpoint as ckpt, sharded
 from zeroformer.train import LMTask, Trainer, TrainConfig
 from zeroformer.train.data import batch_generator
 from zeroformer.train.distributed import World, check_batch_size, shard_rows
@@ -296,3 +299,194 @@ def test_trainer_refuses_what_n_processes_cannot_train_as_one(monkeypatch):
     task.data_parallel = False
     with pytest.raises(UserError, match="ToyTask cannot train on 2 processes"):
         Trainer(task, recipe.train_config(device="cpu"))
+
+
+# -- FSDP (--fsdp): sharded weights, gradients, AdamW state; sharded checkpoints ----------------
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory):
+    """`zeroformer train --nproc 2 --fsdp ...`: the same command as two_processes, sharded."""
+    out = tmp_path_factory.mktemp("fsdp") / "run"
+    p = subprocess.run([sys.executable, "-m", "zeroformer", "train", "toy", "--nproc", "2",
+                        "--fsdp", "--out", str(out), *ARGS], env=env(), capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stderr.count("done: step 30") == 1
+    return out
+
+
+def converted(run, tmp_path):
+    """`zeroformer convert RUN OUT` -> (trainer state of RUN's latest, weights of OUT)."""
+    assert main(["convert", str(run), str(tmp_path / "converted")]) == 0
+    folder = ckpt.latest_checkpoint(run)
+    return (ckpt.load_trainer_state(folder)[0],
+            load_file(str(tmp_path / "converted" / "model.safetensors")))
+
+
+def test_fsdp_trains_as_one_process_and_saves_sharded(one_process, fsdp_run, tmp_path):
+    folder = ckpt.latest_checkpoint(fsdp_run)
+    assert not (folder / "model.safetensors").exists()  # each rank wrote its own rows
+    assert len(list((folder / sharded.SHARDS_DIR).glob("*.safetensors"))) == 2
+    assert_same_training(converted(fsdp_run, tmp_path), one_process, atol=1e-5)
+
+
+RESUME_WORKER = """
+import sys, torch
+from safetensors.torch import save_file
+from zeroformer import recipes
+from zeroformer.train import Trainer, distributed
+from zeroformer.train.trainer import seed_everything
+
+# exactly what `zeroformer train toy --fsdp ... ARGS` builds (resume checks every field)
+recipe = recipes.get("toy")
+cfg = recipe.train_config(max_steps=30, save_every=3, log_every=1, eval_every=10, grad_accum=2,
+                          progress=False, device="cpu", dtype="fp32", fsdp=True)
+seed_everything(cfg.seed)
+task = recipe.build(recipe.model_config(dropout=0.0), cfg)
+trainer = Trainer(task, cfg, sys.argv[1], meta={"recipe": "toy"})
+trainer.fit(resume=True)
+ids = torch.arange(24).view(2, 12) * 5 % task.model.config.vocab_size
+with torch.no_grad():
+    logits = task.model.eval()(ids)  # every rank: each unit is gathered around its forward
+if trainer.world.main:
+    save_file({"logits": logits.contiguous()}, sys.argv[1] + ".logits.safetensors")
+distributed.shutdown()
+"""
+
+
+@pytest.fixture(scope="module")
+def fsdp_killed_and_resumed(fsdp_run, tmp_path_factory):
+    """`zeroformer train --fsdp` under torchrun, SIGKILLed (torchrun and both ranks) once a first
+    sharded checkpoint exists (often while the next is being written), then resumed by a script
+    that also saves the logits of the sharded model at the end. Returns the run folder."""
+    if not os.path.isdir("/proc"):
+        pytest.skip("finds the ranks through /proc (Linux)")
+    tmp = tmp_path_factory.mktemp("fsdp_killed")
+    out = tmp / "run"
+    p = torchrun("toy", "--fsdp", "--out", str(out), *ARGS)
+    try:
+        deadline = time.monotonic() + 240
+        while ckpt.latest_checkpoint(out) is None and p.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        for pid in [p.pid, *descendants(p.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        p.communicate()
+    killed_at = int(ckpt.load_trainer_state(ckpt.latest_checkpoint(out))[0]["step"])
+    assert killed_at < 30, "the run ended before it could be killed"
+    script = tmp / "resume.py"
+    script.write_text(RESUME_WORKER)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node=2", str(script), str(out)], env=env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def test_fsdp_run_killed_and_resumed_ends_as_uninterrupted(fsdp_run, fsdp_killed_and_resumed):
+    """The weights AND AdamW moments of the uninterrupted run, bit for bit (every shard's
+    tensors), and the same 30 logged losses."""
+    a, b = ckpt.latest_checkpoint(fsdp_killed_and_resumed), ckpt.latest_checkpoint(fsdp_run)
+    assert [e["loss"] for e in ckpt.load_trainer_state(a)[0]["log"] if "loss" in e] == \
+        [e["loss"] for e in ckpt.load_trainer_state(b)[0]["log"] if "loss" in e]
+    names = sorted(f.name for f in (b / sharded.SHARDS_DIR).glob("*.safetensors"))
+    assert len(names) == 2
+    for name in names:
+        ta, tb = (load_file(str(f / sharded.SHARDS_DIR / name)) for f in (a, b))
+        assert ta.keys() == tb.keys() and any(k.startswith("optim.") for k in ta)
+        for k in ta:
+            assert torch.equal(ta[k], tb[k]), (name, k)
+
+
+def test_fsdp_checkpoint_converts_to_a_folder_with_the_sharded_models_logits(
+        fsdp_killed_and_resumed, tmp_path):
+    import zeroformer
+
+    run = fsdp_killed_and_resumed
+    assert main(["convert", str(run), str(tmp_path / "zf")]) == 0
+    expected = load_file(str(run) + ".logits.safetensors")["logits"]
+    ids = torch.arange(24).view(2, 12) * 5 % 16
+    model = zeroformer.load(tmp_path / "zf")
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), expected, rtol=0, atol=1e-6)
+    transformers = pytest.importorskip("transformers")  # a reader we did not write
+    assert main(["convert", str(run), str(tmp_path / "hf"), "--to", "hf"]) == 0
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, expected, rtol=0, atol=1e-5)
+
+
+def damaged_copy(run, tmp_path, damage):
+    """A copy of `run` whose latest checkpoint `damage(folder)` spoils."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    damage(ckpt.latest_checkpoint(copy))
+    return copy
+
+
+def test_sharded_checkpoint_is_read_without_pickle(fsdp_run, monkeypatch):
+    """DCP's own FileSystemReader unpickles its .metadata; ours never calls pickle at all."""
+    import pickle
+
+    import torch.distributed.checkpoint  # noqa: F401  (imported before pickle is taken away)
+    import torch.distributed.checkpoint.hf_storage  # noqa: F401
+    import torch.distributed.checkpoint.state_dict  # noqa: F401
+
+    def refuse(*a, **k):
+        raise AssertionError("pickle was called")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    model = ckpt.load_checkpoint(fsdp_run)
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize("how", ["a shard file lost", "pieces missing", "NaN", "truncated"])
+def test_damaged_sharded_checkpoint_is_one_error_and_resume_falls_back(fsdp_run, tmp_path, how,
+                                                                       capsys):
+    import json
+
+    def damage(folder):
+        shards = sorted((folder / sharded.SHARDS_DIR).glob("*.safetensors"))
+        index = folder / sharded.INDEX_FILE
+        if how == "a shard file lost":
+            shards[1].unlink()
+        elif how == "pieces missing":  # the index forgets rank 1: rows of every tensor absent
+            shards[1].unlink()
+            info = json.loads(index.read_text())
+            index.write_text(json.dumps({**info, "files": info["files"][:1]}))
+        elif how == "NaN":
+            t = load_file(str(shards[0]))
+            from safetensors import safe_open
+            from safetensors.torch import save_file
+
+            with safe_open(str(shards[0]), "pt") as f:
+                meta = f.metadata()
+            key = next(k for k in t if k.startswith("model."))
+            t[key] = torch.full_like(t[key], float("nan"))
+            save_file(t, str(shards[0]), metadata=meta)
+        else:
+            shards[0].write_bytes(shards[0].read_bytes()[:1000])
+
+    copy = damaged_copy(fsdp_run, tmp_path, damage)
+    expect = {"a shard file lost": "is missing", "pieces missing": "do not (tile|hold)",
+              "NaN": "non-finite", "truncated": "not a valid safetensors"}[how]
+    with pytest.raises(UserError, match=expect):
+        ckpt.load_checkpoint(copy)
+    if how != "NaN":  # found before loading: resume picks the previous whole checkpoint
+        folder = ckpt.resumable_checkpoint(copy)
+        assert folder.name < ckpt.latest_checkpoint(copy).name
+        assert "resuming from" in capsys.readouterr().err
+
+
+def test_fsdp_on_one_process_is_one_error_line(tmp_path, capsys):
+    assert main(["train", "toy", "--out", str(tmp_path / "run"), "--fsdp", "--device=cpu",
+                 "--progress=false"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--fsdp shards the model over processes" in err[0], err

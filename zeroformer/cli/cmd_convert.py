@@ -4,6 +4,10 @@ Hugging Face folder (`--to hf`, for transformers) or a zeroformer checkpoint fol
 The Hugging Face layout is chosen from the model's config: decoder with learned positions -> gpt2,
 decoder with RoPE -> llama, encoder -> bert, encoder_decoder -> marian; the writer is `export()` in
 `zeroformer/io/hf_<type>.py`.
+
+SRC may be a training run folder (its latest checkpoint) or a checkpoint folder, also the sharded
+checkpoint of an FSDP run: its shards are assembled in this one process (no torchrun;
+zeroformer/io/sharded.py:load_full) and written as one ordinary safetensors folder.
 """
 
 from __future__ import annotations

@@ -36,6 +36,9 @@ def run(args):
                                model.config.max_seq_len)
     if not ids:
         raise UserError("the prompt is empty (no tokens); give some text")
+    from ..train.memory import check_generation  # the KV cache fits in what loading left free
+
+    check_generation(model, max(1, int(kw.get("num_beams") or 1)), len(ids) + max_new)
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
     stream = TextStream(tok, stop_ids=eos_ids(model, tok), stops=args.stop)  # cut at a stop string

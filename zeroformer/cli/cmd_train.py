@@ -19,7 +19,13 @@ amx_bf16 in /proc/cpuinfo) or a GPU that supports it, in fp32 elsewhere; the run
 
 Data parallel: `torchrun --standalone --nproc_per_node N -m zeroformer train RECIPE ...` trains on
 N processes (DDP; docs/distributed.md); `zeroformer train --nproc N RECIPE ...` launches exactly
-that. batch_size is the global batch on any number of processes.
+that. batch_size is the global batch on any number of processes. --fsdp shards the weights,
+gradients and optimizer state over the processes (FSDP2) and saves sharded checkpoints;
+`zeroformer convert RUN OUT` turns one into an ordinary checkpoint folder.
+
+Before anything is built, the memory the run needs per process is estimated (train/memory.py)
+and compared with what the machine has free; a run that would not fit stops with one line
+(--memory_check=false skips the check).
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ FILE_FLAGS = {
     "tokenizer": "use this tokenizer instead of training one (translate) or the model's (finetune)",
 }
 
+CHECKED_ENV = "ZEROFORMER_MEMORY_CHECKED"  # set by --nproc's launcher for the ranks it starts
+
 
 def register(subparsers):
     # unknown `--key=value` words are kept in args.overrides (cli.ArgumentParser)
@@ -69,6 +77,8 @@ def register(subparsers):
         p.add_argument(f"--{flag}", metavar="COL" if flag.endswith("col") else "FILE", help=what)
     p.add_argument("--nproc", type=int, metavar="N",
                    help="train on N processes on this machine (launches torchrun; DDP)")
+    p.add_argument("--fsdp", action="store_true",
+                   help="shard weights, gradients and optimizer state over the processes (FSDP2)")
     p.add_argument("--list", action="store_true", help="list the recipes and exit")
     p.set_defaults(func=run, overrides=[])
 
@@ -162,15 +172,26 @@ def run(args):
         raise UserError(f"recipe {recipe.name} does not take --{refused[0].replace('_', '-')}")
     if given:
         train_over["extra"] = {**train_over.get("extra", {}), **given}
+    if args.fsdp:
+        train_over["fsdp"] = True
     train_over.setdefault("dtype", "auto")   # bf16 autocast where the hardware has it natively
     mcfg = recipe.model_config(**model_over)
     tcfg = recipe.train_config(**train_over)
     if tcfg.block_size > mcfg.max_seq_len and "max_seq_len" not in model_over:
         mcfg = mcfg.replace(max_seq_len=tcfg.block_size)
 
-    from ..train import Trainer, distributed
+    from ..train import Trainer, distributed, memory
     from ..train.trainer import seed_everything
 
+    world = distributed.world_from_env()
+    nproc = args.nproc if args.nproc is not None else world.size
+    # before any weight exists: one line instead of the kernel's OOM kill (a --model run's
+    # size is known only once it is loaded: not checked). Once per machine: by --nproc's
+    # launcher before any rank starts, else by local rank 0 (a later rank would see the memory
+    # its siblings already hold as taken)
+    if tcfg.memory_check and not tcfg.init and world.local_rank == 0 \
+            and os.environ.get(CHECKED_ENV) != "1":
+        memory.check_training(mcfg, tcfg, nproc)
     if args.nproc is not None and args.nproc != 1:
         return launch(args, args.nproc, tcfg.batch_size)
     seed_everything(tcfg.seed)  # model init is a function of the seed (the same on every rank)
@@ -212,7 +233,7 @@ def launch(args, nproc: int, batch_size: int) -> int:
            f"--nproc_per_node={nproc}", "-m", "zeroformer", "train", *train_words(args)]
     # SIGINT / SIGTERM go to the ranks themselves: they finish the step, save and exit 0, so
     # torchrun ends well (torchrun signalled itself exits 1 after forwarding to them)
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, CHECKED_ENV: "1"})
 
     def forward(signum, frame):
         for pid in _descendants(proc.pid) or [proc.pid]:
@@ -254,7 +275,7 @@ def _descendants(pid: int) -> list[int]:
 
 def train_words(args, resume: bool = False) -> list[str]:
     """The words after `zeroformer train` that repeat this command (without --nproc)."""
-    words = [args.recipe, "--out", args.out]
+    words = [args.recipe, "--out", args.out] + ["--fsdp"] * bool(args.fsdp)
     for flag in ("max_steps", "time_budget", "average_last", "save_every", "seed", "data",
                  "eval_data", "model", *(f.replace("-", "_") for f in FILE_FLAGS)):
         if getattr(args, flag) is not None:

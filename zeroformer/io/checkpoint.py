@@ -11,6 +11,9 @@ A checkpoint folder::
                                ``state.<param index>.<name>``; param_groups and scalar state
                                as JSON in the file's metadata                          (training)
 
+An FSDP run's checkpoints hold ``shards/`` + ``sharded.json`` in place of model.safetensors and
+optimizer.safetensors (zeroformer/io/sharded.py); loading one as a model assembles the shards.
+
 A training run folder OUT holds ``step-00000100/`` checkpoints and ``latest.json``
 (``{"step": 100, "path": "step-00000100"}``). Every write is atomic: a checkpoint is written to
 a hidden temporary folder and renamed into place, then ``latest.json`` is replaced with
@@ -29,6 +32,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import UserError
+from . import sharded
 from .files import (attach_tokenizer, find_weights, load_strict, parse_dtype, read_json,
                     read_weights, refuse_pickle, safetensors_header, stored_dtype, untied_state,
                     write_folder, write_json_atomic, write_safetensors)
@@ -75,22 +79,27 @@ def save_checkpoint(model, folder, tokenizer=None, trainer_state=None, optimizer
     `trainer_state` (a JSON-able dict) -> trainer_state.json; `extra_tensors` ({name: tensor},
     e.g. RNG states) -> trainer_state.safetensors; `optimizer` -> optimizer.safetensors.
     """
-    tokenizer = tokenizer if tokenizer is not None else model.tokenizer
-
     def fill(tmp: Path):
         write_safetensors(tmp / MODEL_FILE, untied_state(model), {"producer": "zeroformer"})
-        model.config.save(tmp / CONFIG_FILE)
-        if tokenizer is not None:
-            tokenizer.save(tmp / TOKENIZER_FILE)
         if optimizer is not None:
             tensors, rest = optimizer_to_flat(optimizer.state_dict())
             write_safetensors(tmp / OPTIMIZER_FILE, tensors, {_OPT_META_KEY: json.dumps(rest)})
-        if extra_tensors:
-            write_safetensors(tmp / STATE_TENSORS_FILE, extra_tensors)
-        if trainer_state is not None:
-            write_json_atomic(tmp / STATE_FILE, trainer_state)
+        _write_small_files(tmp, model, tokenizer, trainer_state, extra_tensors)
 
     return write_folder(folder, fill)
+
+
+def _write_small_files(tmp: Path, model, tokenizer=None, trainer_state=None,
+                       extra_tensors=None) -> None:
+    """config.json, the tokenizer, trainer_state.json/.safetensors: all but the big tensors."""
+    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    model.config.save(tmp / CONFIG_FILE)
+    if tokenizer is not None:
+        tokenizer.save(tmp / TOKENIZER_FILE)
+    if extra_tensors:
+        write_safetensors(tmp / STATE_TENSORS_FILE, extra_tensors)
+    if trainer_state is not None:
+        write_json_atomic(tmp / STATE_FILE, trainer_state)
 
 
 # -- load ----------------------------------------------------------------------------------------
@@ -118,8 +127,13 @@ def load_checkpoint(folder, dtype=None):
         folder = folder.parent
     folder = latest_checkpoint(folder) or folder
     model = build_model(ModelConfig.load(folder / CONFIG_FILE))
-    load_weights(model, folder)
-    model.to(parse_dtype(dtype) or stored_dtype([folder / MODEL_FILE]) or torch.float32)
+    if sharded.is_sharded(folder):  # an FSDP run's checkpoint: assembled in this one process
+        sharded.load_full(model, folder)
+        stored = None
+    else:
+        load_weights(model, folder)
+        stored = stored_dtype([folder / MODEL_FILE])
+    model.to(parse_dtype(dtype) or stored or torch.float32)
     attach_tokenizer(model, folder, strict=True)
     return model.eval()
 
@@ -171,14 +185,18 @@ def check_resumable(folder) -> None:
     """Raise a UserError naming the first file resume needs from `folder` that is missing, not
     JSON, or not a whole safetensors file (truncated, damaged header, no optimizer metadata)."""
     folder = Path(folder)
-    for name in (CONFIG_FILE, STATE_FILE, MODEL_FILE, OPTIMIZER_FILE):
+    big = (sharded.INDEX_FILE,) if sharded.is_sharded(folder) else (MODEL_FILE, OPTIMIZER_FILE)
+    for name in (CONFIG_FILE, STATE_FILE, *big):
         if not (folder / name).is_file():
             raise UserError(f"{folder}: no {name}")
     read_json(folder / CONFIG_FILE)
     read_json(folder / STATE_FILE)
-    safetensors_header(folder / MODEL_FILE)
     if (folder / STATE_TENSORS_FILE).exists():
         safetensors_header(folder / STATE_TENSORS_FILE)
+    if sharded.is_sharded(folder):
+        sharded.pieces(folder)
+        return
+    safetensors_header(folder / MODEL_FILE)
     meta = safetensors_header(folder / OPTIMIZER_FILE).get("__metadata__", {})
     try:
         json.loads(meta[_OPT_META_KEY])
@@ -215,12 +233,25 @@ def resumable_checkpoint(out) -> Path | None:
     raise UserError(f"cannot resume: {damaged}; and {out} holds no older complete checkpoint")
 
 
-def save_run_checkpoint(out, step: int, model, keep: int = 2, **kwargs) -> Path:
-    """Save `out`/step-XXXXXXXX atomically, point latest.json at it, keep the newest `keep`."""
+def save_run_checkpoint(out, step: int, model, keep: int = 2, sharded_main=None,
+                        **kwargs) -> Path:
+    """Save `out`/step-XXXXXXXX atomically, point latest.json at it, keep the newest `keep`.
+
+    An FSDP run: every rank calls this with `sharded_main` (True on rank 0 alone) and the
+    checkpoint is sharded (io/sharded.py); it returns on every rank once latest.json names it."""
     out = Path(out)
-    folder = save_checkpoint(model, out / step_dirname(step), **kwargs)
-    write_json_atomic(out / LATEST_FILE, {"step": step, "path": folder.name})
-    prune_checkpoints(out, keep)
+    folder = out / step_dirname(step)
+    if sharded_main is None:
+        save_checkpoint(model, folder, **kwargs)
+    else:
+        optimizer = kwargs.pop("optimizer")
+        sharded.save_sharded(folder, model, optimizer, sharded_main,
+                             lambda tmp: _write_small_files(tmp, model, **kwargs))
+    if sharded_main in (None, True):
+        write_json_atomic(out / LATEST_FILE, {"step": step, "path": folder.name})
+        prune_checkpoints(out, keep)
+    if sharded_main is not None:
+        sharded.barrier()
     return folder
 
 

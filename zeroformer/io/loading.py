@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from . import files
+from . import files, sharded
 from .checkpoint import CONFIG_FILE, latest_checkpoint, load_checkpoint
 
 HF_TYPES = sorted(m.name[3:] for m in pkgutil.iter_modules([str(Path(__file__).parent)])
@@ -68,6 +68,8 @@ def load_with_source(path, dtype=None):
         files.find_weights(p)  # a folder of pickles is refused by name
         raise UserError(f"{p}: no config.json (not a zeroformer or Hugging Face model folder)")
     raw = files.read_json(p / CONFIG_FILE)
+    if sharded.is_sharded(p):  # an FSDP run's checkpoint (fp32 shards)
+        return load_checkpoint(p, dtype=dtype), Source("safetensors", "fp32")
     source = Source("safetensors", _NAMES.get(files.stored_dtype(files.find_weights(p)), "fp32"))
     if "model_type" in raw and "arch" not in raw:
         mtype = str(raw["model_type"])

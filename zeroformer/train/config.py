@@ -18,7 +18,7 @@ TRAIN_DTYPES = ("auto", "fp32", "bf16")
 # Fields that may differ between a run and its `--resume` (they do not change the arithmetic).
 RESUMABLE_CHANGES = frozenset({"max_steps", "eval_every", "eval_steps", "save_every",
                                "keep_checkpoints", "log_every", "progress", "device",
-                               "average_last"})
+                               "average_last", "memory_check"})
 
 
 @dataclass
@@ -67,6 +67,9 @@ class TrainConfig(DataclassJSON):
     #                               auto (`zeroformer train`'s default): bf16 where the hardware
     #                               has it natively (train/trainer.py:resolve_dtype), else fp32
     device: str = "auto"          # auto (cuda if available), cpu, cuda, cuda:1, mps
+    # scale-out (docs/distributed.md)
+    fsdp: bool = False            # under torchrun: shard weights, gradients, AdamW state (FSDP2)
+    memory_check: bool = True     # stop before training when it would not fit (train/memory.py)
     # inputs of recipes that take the user's files (classify, finetune): --data, --eval-data, --model
     data: str | None = None       # training data file
     eval_data: str | None = None  # held-out data file (default: a slice of `data`)
@@ -89,6 +92,9 @@ class TrainConfig(DataclassJSON):
                 raise UserError(f"{name} must be >= 0 (got {getattr(self, name)})")
         if not self.time_budget >= 0.0 or self.time_budget == float("inf"):
             raise UserError(f"time_budget must be a number of seconds >= 0 (got {self.time_budget})")
+        if self.fsdp and self.average_last:
+            raise UserError("average_last does not take --fsdp runs yet (their checkpoints are "
+                            "sharded): average after `zeroformer convert`")
         if not 0.0 <= self.scheduled_sampling <= 1.0:
             raise UserError(f"scheduled_sampling must be in [0, 1] (got {self.scheduled_sampling})")
         if self.schedule == "noam" and self.warmup_steps < 1:

@@ -19,6 +19,9 @@ Data parallel (torchrun, zeroformer/train/distributed.py): every rank runs this 
 of each micro-batch through a DDP wrapper (`self.net`); the ranks' losses are combined into the
 one-process loss (one all_reduce per micro-batch). Only rank 0 prints, evaluates and writes
 checkpoints, none of which makes a collective call; every rank resumes from the same checkpoint.
+Under --fsdp (zeroformer/train/fsdp.py) the model is sharded in place (`self.net` is the model),
+every rank writes its shard of each checkpoint (io/sharded.py) and takes part in gathering the
+weights for rank 0's evaluation (`whole_model`).
 
 Time budget (cfg.time_budget, zeroformer/train/budget.py): the budget becomes a planned step count
 and warmup once, from a measured step time, saved with each checkpoint; the run stops at the
@@ -47,10 +50,10 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import UserError
-from ..io import checkpoint as ckpt
+from ..io import checkpoint as ckpt, sharded
 from ..io.files import load_strict
 from .config import RESUMABLE_CHANGES, TrainConfig
-from . import budget, distributed
+from . import budget, distributed, fsdp
 from .data import count_tokens, to_device
 from .optim import build_optimizer
 from .preempt import GracefulStop
@@ -139,15 +142,23 @@ class Trainer:
             raise UserError(f"block_size={cfg.block_size} exceeds the model's "
                             f"max_seq_len={self.model.config.max_seq_len}")
         self.net = self.model  # what the loss calls: the model, or its DDP wrapper
+        self.replica = None    # FSDP: rank 0's whole copy for evaluation (train/fsdp.py)
+        if cfg.fsdp and self.world.size == 1:
+            raise UserError("--fsdp shards the model over processes: run it with --nproc N "
+                            "(N >= 2) or under torchrun")
         if self.world.size > 1:
             distributed.check_batch_size(cfg.batch_size, self.world)
             if not getattr(task, "data_parallel", True):
                 raise UserError(f"{type(task).__name__} cannot train on {self.world.size} "
                                 "processes (its loss is not one mean over counted positions; "
                                 "see zeroformer/train/task.py)")
-            self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
-        self.optimizer = build_optimizer(self.model, cfg)
+            if cfg.fsdp:  # in place: self.net stays the model, now sharded
+                fsdp.shard(self.model, self.device, self.world.size)
+                self.replica = fsdp.Replica(self.model, self.world.main, self.device)
+            else:
+                self.net = torch.nn.parallel.DistributedDataParallel(
+                    self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        self.optimizer = build_optimizer(self.model, cfg)  # after sharding: over the shards
         self.step = 0
         self.log: list[dict] = []
         self.unlogged = [0.0, 0]  # [sum, count] of step losses since the last log entry
@@ -165,8 +176,11 @@ class Trainer:
             raise UserError(f"nothing to resume: {self.out} has no latest.json")
         state, tensors = ckpt.load_trainer_state(folder)
         self._check_compatible(folder, state)
-        ckpt.load_weights(self.model, folder)
-        ckpt.load_optimizer(self.optimizer, folder)
+        if self.cfg.fsdp:  # every rank reads its rows of every tensor (io/sharded.py)
+            sharded.load_sharded(self.model, self.optimizer, folder)
+        else:
+            ckpt.load_weights(self.model, folder)
+            ckpt.load_optimizer(self.optimizer, folder)
         self.step, self.log = int(state["step"]), list(state.get("log", []))
         self.unlogged = list(state.get("unlogged", [0.0, 0]))  # the next entry's mean spans it
         if state.get("budget") is not None:
@@ -226,7 +240,8 @@ class Trainer:
             self.out, self.step, self.model,
             keep=max(self.cfg.keep_checkpoints, self.cfg.average_last),
             tokenizer=getattr(self.task, "tokenizer", None), trainer_state=state,
-            optimizer=self.optimizer, extra_tensors=tensors)
+            optimizer=self.optimizer, extra_tensors=tensors,
+            sharded_main=self.world.main if self.cfg.fsdp else None)
         return self.last_checkpoint
 
     # -- evaluation -----------------------------------------------------------------------------
@@ -238,20 +253,28 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Token-weighted mean loss over task.eval_batches(), plus task.on_eval(model)."""
+        model = self.whole_model()
+        if model is None:
+            return {}
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # evaluation never perturbs training RNG
-            self.model.eval()
+            model.eval()
             try:
                 total, count = 0.0, 0
                 for batch in self.task.eval_batches():
                     with self.autocast():
-                        loss, n = self.task.loss(self.model, to_device(batch, self.device))
+                        loss, n = self.task.loss(model, to_device(batch, self.device))
                     total, count = total + float(loss) * n, count + n
                 result = {"val_loss": total / count} if count else {}
-                result.update(self.task.on_eval(self.model) or {})
+                result.update(self.task.on_eval(model) or {})
             finally:
-                self.model.train()
+                model.train()
         return result
+
+    def whole_model(self):
+        """The model with all its weights, for rank 0's evaluation and samples: the model itself,
+        or under FSDP rank 0's replica (gathered: every rank must call this; None off rank 0)."""
+        return self.model if self.replica is None else self.replica.get(self.step)
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
@@ -309,33 +332,36 @@ class Trainer:
                     if main:
                         bar.write(f"step {step:6d} | loss {entry['loss']:.4f} | lr {lr:.3e}")
                     self.unlogged = [0.0, 0]
-                if main and ((cfg.eval_every and step % cfg.eval_every == 0) or last):
-                    result = self.evaluate()  # rank 0 alone, on the bare model: no collective
+                every = self.replica is not None  # FSDP: all ranks gather the weights
+                if (main or every) and ((cfg.eval_every and step % cfg.eval_every == 0) or last):
+                    result = self.evaluate()  # rank 0 alone, on a whole model: no collective
                     if result:
                         self.log.append({"step": step, **result})
                         bar.write(f"step {step:6d} | " + " | ".join(_fmt(k, v)
                                                                     for k, v in result.items()))
                 saving = (cfg.save_every and step % cfg.save_every == 0) or last
-                if main and self.out is not None and saving:
-                    self.save()
+                if (main or cfg.fsdp) and self.out is not None and saving:
+                    self.save()  # FSDP: every rank writes its shard
                 if last:  # the planned end, or the time budget spent
                     break
                 if self._should_stop(stop):
-                    if main and self.out is not None and not saving:
+                    if (main or cfg.fsdp) and self.out is not None and not saving:
                         self.save()
                     self.stopped = stop.received or "a signal to another rank"
                     break
         finally:
             stop.restore()
             bar.close()
-        if main and not self.stopped:
-            if self.plan is not None:
+        if not self.stopped:
+            if main and self.plan is not None:
                 bar.write(f"time budget: stopped after step {self.step} of the planned "
                           f"{self.plan.steps} ({self.clock.used():.1f} s of "
                           f"{self.plan.seconds:g} s)")
-            if cfg.average_last and self.out is not None:
-                self._average(bar)
-            task.on_end(model)
+            if main and cfg.average_last and self.out is not None:
+                self._average(bar)   # (not with --fsdp: refused in train/config.py)
+            whole = self.whole_model()  # FSDP: the last evaluation's replica (no new gather)
+            if main:
+                task.on_end(whole)
         return {"step": self.step, "log": self.log, "checkpoint": self.last_checkpoint,
                 "stopped": self.stopped, "budget": self.plan.to_dict() if self.plan else None}
 
