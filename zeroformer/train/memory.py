@@ -114,7 +114,7 @@ def local_processes(nproc: int) -> int:
 
 def check_training(mcfg, tcfg, nproc: int = 1) -> None:
     """Raise a one-line UserError when training would need more memory than is free."""
-    from .trainer import resolve_device
+    from .machine import resolve_device
 
     device = resolve_device(tcfg.device)
     free = available_bytes(device)
