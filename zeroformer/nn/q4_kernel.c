@@ -161,6 +161,47 @@ static void dot_rows4(const uint8_t *q, const uint16_t *d, const uint16_t *m, co
 }
 #endif
 
+#ifdef ZF_VNNI
+/* Two weight rows (n, n+1: q, d, m at row strides qs, bs) against one activation row, sharing
+ * its loads; each row's sums in dot_row's order (equal results). */
+static void dot_2rows(const uint8_t *q, const uint16_t *d, const uint16_t *m, int64_t qs,
+                      int64_t bs, const int8_t *a, const float *e, const float *s, int64_t K,
+                      float *y) {
+    int64_t nb = K / 32;
+    const __m512i low = _mm512_set1_epi8(0x0f), two = _mm512_set1_epi32(2);
+    const __m512i pick = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, min0 = acc0, min1 = acc0;
+    for (int64_t c = 0; c < nb; c += 16) {
+        int cnt = nb - c < 16 ? (int)(nb - c) : 16;
+        __mmask16 mk = (__mmask16)((1u << cnt) - 1);
+        __m512 ev = _mm512_maskz_loadu_ps(mk, e + c), sv = _mm512_maskz_loadu_ps(mk, s + c);
+        __m512 de0 = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, d + c)), ev);
+        __m512 de1 = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, d + bs + c)), ev);
+        min0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, m + c)), sv, min0);
+        min1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, m + bs + c)), sv, min1);
+        const uint8_t *q0 = q + 16 * c, *q1 = q0 + qs;
+        const int8_t *ac = a + 32 * c;
+        __m512i idx = pick;
+        for (int p = 0; p < cnt / 2; p++) {
+            __m512i x = _mm512_loadu_si512((const void *)(ac + 64 * p));
+            __m256i p0 = _mm256_loadu_si256((const __m256i *)(q0 + 32 * p));
+            __m256i p1 = _mm256_loadu_si256((const __m256i *)(q1 + 32 * p));
+            __m512i w0 = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(p0),
+                                                             _mm256_srli_epi16(p0, 4), 1), low);
+            __m512i w1 = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(p1),
+                                                             _mm256_srli_epi16(p1, 4), 1), low);
+            __m512i t0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, x);
+            __m512i t1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w1, x);
+            acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t0), _mm512_permutexvar_ps(idx, de0), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t1), _mm512_permutexvar_ps(idx, de1), acc1);
+            idx = _mm512_add_epi32(idx, two);
+        }
+    }
+    y[0] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, min0));
+    y[1] = _mm512_reduce_add_ps(_mm512_add_ps(acc1, min1));
+}
+#endif
+
 /* y[r * N + n] for r < R: row n of the weights against every activation row. */
 static void dot_all_rows(const uint8_t *q, const uint16_t *d, const uint16_t *m, const int8_t *a,
                          const float *e, const float *s, int64_t K, int64_t R, float *y,
@@ -177,6 +218,28 @@ static void dot_all_rows(const uint8_t *q, const uint16_t *d, const uint16_t *m,
     for (; r < R; r++) y[r * N] = dot_row(q, d, m, a + r * K, e + r * nb, s + r * nb, K);
 }
 
+/* The loop over weight rows (split between threads): one activation row takes two weight rows
+ * at a time (dot_2rows), several take one weight row against all of them (dot_all_rows). */
+#ifdef ZF_VNNI
+#define PAIRS_OF_ROWS(Q, D, M)                                                                  \
+    if (R == 1 && K % 64 == 0) {                                                              \
+        _Pragma("omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N >= 256)") \
+        for (int64_t n = 0; n < N - 1; n += 2)                                                \
+            dot_2rows(Q + n * (K / 2), D + n * nb, M + n * nb, K / 2, nb, a, e, s, K, y + n); \
+        if (N % 2)                                                                            \
+            y[N - 1] = dot_row(Q + (N - 1) * (K / 2), D + (N - 1) * nb, M + (N - 1) * nb, a,  \
+                               e, s, K);                                                      \
+        return;                                                                               \
+    }
+#else
+#define PAIRS_OF_ROWS(Q, D, M)
+#endif
+#define MATVEC(Q, D, M)                                                                        \
+    PAIRS_OF_ROWS(Q, D, M)                                                                    \
+    _Pragma("omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N >= 256)") \
+    for (int64_t n = 0; n < N; n++)                                                           \
+        dot_all_rows(Q + n * (K / 2), D + n * nb, M + n * nb, a, e, s, K, R, y + n, N);
+
 /* y (R, N) = x (R, K) W^T for the packed W (N rows of K/2 bytes; d, m (N, K/32) fp16).
  * work: R * (K + 8 * K/32) bytes of scratch for the quantized activations. */
 void zf_q4_matmul(const float *x, int64_t R, int64_t K, const uint8_t *q, const uint16_t *d,
@@ -185,11 +248,7 @@ void zf_q4_matmul(const float *x, int64_t R, int64_t K, const uint8_t *q, const 
     int8_t *a = (int8_t *)work;
     float *e = (float *)(a + R * K), *s = e + R * nb;
     for (int64_t r = 0; r < R; r++) quantize_x(x + r * K, K, a + r * K, e + r * nb, s + r * nb);
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N * R >= 256)
-#endif
-    for (int64_t n = 0; n < N; n++)
-        dot_all_rows(q + n * (K / 2), d + n * nb, m + n * nb, a, e, s, K, R, y + n, N);
+    MATVEC(q, d, m)
 }
 
 /* The weights as bf16 (N, K), w = d q + m rounded to nearest even: for many rows at once
@@ -239,11 +298,7 @@ static void q4_mv(const ZfQ4 *w, const float *x, int64_t R, float *y, void *work
     int8_t *a = (int8_t *)work;
     float *e = (float *)(a + R * K), *s = e + R * nb;
     for (int64_t r = 0; r < R; r++) quantize_x(x + r * K, K, a + r * K, e + r * nb, s + r * nb);
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N >= 256)
-#endif
-    for (int64_t n = 0; n < N; n++)
-        dot_all_rows(w->q + n * (K / 2), w->d + n * nb, w->m + n * nb, a, e, s, K, R, y + n, N);
+    MATVEC(w->q, w->d, w->m)
 }
 
 static void rms_norm(const float *x, const float *g, float eps, int64_t n, float *y) {
