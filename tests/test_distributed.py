@@ -104,16 +104,9 @@ def test_two_processes_train_as_one(one_process, two_processes):
     assert_same_training(two_processes[1], one_process, atol=1e-5)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks through /proc (Linux)")
-def test_killed_and_resumed_two_process_run_ends_as_uninterrupted(tmp_path):
-    """Dropout ON: each rank's masks must come back after resume too (distributed.step_seed)."""
-    args = [*ARGS, "--dropout=0.1"]
-    ref = torchrun("toy", "--out", str(tmp_path / "ref"), *args)
-    _, err = ref.communicate(timeout=300)
-    assert ref.returncode == 0, err[-3000:]
-    out = tmp_path / "run"
-    p = torchrun("toy", "--out", str(out), *args)
+def kill_at_first_checkpoint(p, out) -> None:
+    """SIGKILL torchrun `p` and all its ranks at once as soon as `out` has a checkpoint (often
+    while the next is being written); the run must not have ended by then."""
     try:
         deadline = time.monotonic() + 240
         while ckpt.latest_checkpoint(out) is None and p.poll() is None:
@@ -128,6 +121,18 @@ def test_killed_and_resumed_two_process_run_ends_as_uninterrupted(tmp_path):
         p.communicate()
     killed_at = int(ckpt.load_trainer_state(ckpt.latest_checkpoint(out))[0]["step"])
     assert killed_at < 30, "the run ended before it could be killed"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks through /proc (Linux)")
+def test_killed_and_resumed_two_process_run_ends_as_uninterrupted(tmp_path):
+    """Dropout ON: each rank's masks must come back after resume too (distributed.step_seed)."""
+    args = [*ARGS, "--dropout=0.1"]
+    ref = torchrun("toy", "--out", str(tmp_path / "ref"), *args)
+    _, err = ref.communicate(timeout=300)
+    assert ref.returncode == 0, err[-3000:]
+    out = tmp_path / "run"
+    kill_at_first_checkpoint(torchrun("toy", "--out", str(out), *args), out)
     r = torchrun("toy", "--out", str(out), "--resume", *args)
     _, err = r.communicate(timeout=300)
     assert r.returncode == 0, err[-3000:]
@@ -362,21 +367,7 @@ def fsdp_killed_and_resumed(fsdp_run, tmp_path_factory):
         pytest.skip("finds the ranks through /proc (Linux)")
     tmp = tmp_path_factory.mktemp("fsdp_killed")
     out = tmp / "run"
-    p = torchrun("toy", "--fsdp", "--out", str(out), *ARGS)
-    try:
-        deadline = time.monotonic() + 240
-        while ckpt.latest_checkpoint(out) is None and p.poll() is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-    finally:
-        for pid in [p.pid, *descendants(p.pid)]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        p.communicate()
-    killed_at = int(ckpt.load_trainer_state(ckpt.latest_checkpoint(out))[0]["step"])
-    assert killed_at < 30, "the run ended before it could be killed"
+    kill_at_first_checkpoint(torchrun("toy", "--fsdp", "--out", str(out), *ARGS), out)
     script = tmp / "resume.py"
     script.write_text(RESUME_WORKER)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",

@@ -215,6 +215,18 @@ def write_safetensors(path, tensors: dict, metadata=None) -> None:
               metadata={"format": "pt", **(metadata or {})})
 
 
+def move_folder_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished folder `tmp` to `out`; an existing `out` is moved aside first and
+    removed after (a reader sees the old folder or the new one, never a mix)."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
 def write_folder(out, fill) -> Path:
     """Create the folder `out` atomically: `fill(tmp)` writes into a hidden sibling, which is renamed
     into place. An existing `out` is replaced only if it is empty or a model folder (config.json)."""
@@ -227,13 +239,7 @@ def write_folder(out, fill) -> Path:
     tmp.mkdir()
     try:
         fill(tmp)
-        if out.exists():  # replacing: move the old one aside first
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        move_folder_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import warnings
 from pathlib import Path
@@ -48,7 +47,8 @@ import torch
 import torch.distributed as dist
 
 from ..errors import UserError
-from .files import read_json, safetensors_header, tied_aliases, write_json_atomic
+from .files import (move_folder_into_place, read_json, safetensors_header, tied_aliases,
+                    write_json_atomic)
 
 SHARDS_DIR = "shards"
 INDEX_FILE = "sharded.json"
@@ -230,11 +230,5 @@ def save_sharded(folder, model, optimizer, main: bool, write_rest) -> Path:
         write_json_atomic(tmp / INDEX_FILE, {
             "format": FORMAT, "world_size": dist.get_world_size(), "files": files,
             "shapes": {k: list(v.shape) for k, v in flat.items()}, "param_groups": groups})
-        if folder.exists():  # the same step saved again (a resumed run's end)
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
+        move_folder_into_place(tmp, folder)  # (the same step may be saved again at a resumed run's end)
     return folder
