@@ -19,6 +19,7 @@ default suite) and `FUZZ_SLOW` (10,000, for `-m slow`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -89,7 +90,7 @@ def json_mutations(draw, valid):
         action = draw(st.sampled_from(["replace", "replace", "delete", "unknown"]))
         if not path:
             if action == "replace":
-                obj = draw(HOSTILE_VALUES)
+                obj = copy.deepcopy(draw(HOSTILE_VALUES))
             continue
         parent = obj
         for k in path[:-1]:
@@ -99,9 +100,9 @@ def json_mutations(draw, valid):
             del parent[key]
         elif action == "unknown" and isinstance(parent, dict):
             parent[draw(st.sampled_from(["zz_unknown", "", "__proto__", "type"]))] = \
-                draw(HOSTILE_VALUES)
+                copy.deepcopy(draw(HOSTILE_VALUES))
         else:
-            parent[key] = draw(HOSTILE_VALUES)
+            parent[key] = copy.deepcopy(draw(HOSTILE_VALUES))
     return obj
 
 
