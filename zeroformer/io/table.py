@@ -76,7 +76,11 @@ class Table:
                     continue
                 raise UserError(f"{source}: unexpected tensor {name!r} for this config")
             row, m = match
-            values = row.transform.load(t, cfg) if row.transform else t
+            try:
+                values = row.transform.load(t, cfg) if row.transform else t
+            except (RuntimeError, ValueError, IndexError) as e:  # a shape the config rules out
+                raise UserError(f"{source}: tensor {name!r} of shape {tuple(t.shape)} does not "
+                                f"fit the config ({str(e).splitlines()[0][:200]})") from None
             values = values if isinstance(values, tuple) else (values,)
             for pattern, v in zip(row.ours, values):
                 out.setdefault(pattern.format(**m.groupdict()), v)

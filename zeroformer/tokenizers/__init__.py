@@ -104,9 +104,13 @@ def load_tokenizer(path) -> Tokenizer:
         return _read_file(p)
     except UserError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
-            RecursionError, regex.error) as e:
+    except FILE_ERRORS as e:
         raise UserError(f"{p}: not a valid tokenizer file ({type(e).__name__}: {e})") from None
+
+
+# what a reader raises on a file of the wrong structure (see the module docstring)
+FILE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
+               RecursionError, regex.error)
 
 
 def _read_file(p: Path) -> Tokenizer:
