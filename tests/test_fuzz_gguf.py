@@ -83,11 +83,35 @@ HOSTILE_KV = st.sampled_from([
 ])
 
 
+def count_fields(path) -> list[tuple[int, int]]:
+    """(offset, width) of every integer the file's layout declares: counts, string and array
+    lengths, value types, tensor dimensions, types and offsets (found with the gguf reader)."""
+    gguf = require_package("gguf")
+    reader = gguf.GGUFReader(str(path))
+    base = reader.data.__array_interface__["data"][0]
+    out = set()
+    fields = list(reader.fields.values()) + [t.field for t in reader.tensors]
+    for f in fields:
+        for part in f.parts:
+            if part.dtype.kind in "iu" and part.dtype.itemsize >= 4:
+                at = part.__array_interface__["data"][0] - base
+                out.update((at + k * part.dtype.itemsize, part.dtype.itemsize)
+                           for k in range(min(len(part), 4)))
+    return sorted(out)
+
+
 @st.composite
-def gguf_variants(draw, md: dict, valid: bytes):
+def gguf_variants(draw, md: dict, valid: bytes, fields: list):
     """("bytes", data) or ("metadata", md) of a hostile GGUF file."""
-    if draw(st.booleans()):
+    kind = draw(st.sampled_from(["bytes", "field", "metadata"]))
+    if kind == "bytes":
         return "bytes", draw(byte_mutations(valid))
+    if kind == "field":  # a declared count / length / offset made huge, zero or off by one
+        at, width = draw(st.sampled_from(fields))
+        old = int.from_bytes(valid[at:at + width], "little")
+        new = draw(st.sampled_from(HUGE + [0, old + 1, max(old - 1, 0), old * 2]))
+        return "bytes", valid[:at] + (new % (1 << 8 * width)).to_bytes(width, "little") + \
+            valid[at + width:]
     md = dict(md)
     for _ in range(draw(st.integers(1, 3))):
         key = draw(st.sampled_from(sorted(md)))
@@ -105,18 +129,18 @@ def seed(tmp_path_factory):
     write(path, metadata(), weights)
     model = zeroformer.load(path)  # the seed itself is valid
     assert model.tokenizer.decode(model.tokenizer.encode("the")) == "the"
-    return path.read_bytes(), weights
+    return path.read_bytes(), weights, count_fields(path)
 
 
 @pytest.mark.parametrize("settings", [FUZZ, pytest.param(FUZZ_SLOW, marks=pytest.mark.slow)],
                          ids=["1k", "10k"])
 def test_fuzz_gguf(seed, tmp_path, settings):
-    valid, weights = seed
+    valid, weights, fields = seed
     path = tmp_path / "x.gguf"
     tally = Tally()
 
     @settings
-    @given(gguf_variants(metadata(), valid))
+    @given(gguf_variants(metadata(), valid, fields))
     def fuzz(example):
         kind, value = example
         if kind == "bytes":
