@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from ..tokenizers.base import read_training_text
 from .data import batch_generator
 from .losses import IGNORE_INDEX, model_loss
 from .task import Task
@@ -30,11 +31,10 @@ from .task import Task
 def read_pairs(path, src_col=3, tgt_col=4) -> list[tuple[str, str]]:
     """A tab-separated file -> [(source, target)] (bible-es-en: book ch verse es en)."""
     out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            cols = line.rstrip("\n").split("\t")
-            if len(cols) > max(src_col, tgt_col):
-                out.append((cols[src_col], cols[tgt_col]))
+    for line in read_training_text([path])[0].split("\n"):  # UserError: missing, not UTF-8
+        cols = line.split("\t")
+        if len(cols) > max(src_col, tgt_col):
+            out.append((cols[src_col], cols[tgt_col]))
     return out
 
 
