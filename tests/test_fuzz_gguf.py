@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
-from hostile import FUZZ, FUZZ_SLOW, HUGE, Tally, byte_mutations, check, memory_bound
+from hostile import FUZZ, HUGE, Tally, byte_mutations, check, memory_bound
 from requires import require_package
 
 import zeroformer
@@ -132,14 +132,12 @@ def seed(tmp_path_factory):
     return path.read_bytes(), weights, count_fields(path)
 
 
-@pytest.mark.parametrize("settings", [FUZZ, pytest.param(FUZZ_SLOW, marks=pytest.mark.slow)],
-                         ids=["1k", "10k"])
-def test_fuzz_gguf(seed, tmp_path, settings):
+def test_fuzz_gguf(seed, tmp_path):
     valid, weights, fields = seed
     path = tmp_path / "x.gguf"
     tally = Tally()
 
-    @settings
+    @FUZZ
     @given(gguf_variants(metadata(), valid, fields))
     def fuzz(example):
         kind, value = example
@@ -153,4 +151,4 @@ def test_fuzz_gguf(seed, tmp_path, settings):
 
     with memory_bound():
         fuzz()
-    assert tally.total >= settings.max_examples and tally.counts["UserError"], tally.counts
+    assert tally.total >= FUZZ.max_examples and tally.counts["UserError"], tally.counts

@@ -9,7 +9,7 @@ import json
 
 import pytest
 from hypothesis import given, strategies as st
-from hostile import (FUZZ, FUZZ_SLOW, Tally, byte_mutations, check, json_file_variants,
+from hostile import (FUZZ, Tally, byte_mutations, check, json_file_variants,
                      memory_bound)
 from requires import require_package
 
@@ -29,13 +29,13 @@ def use(tok):
         pass
 
 
-def run_fuzz(path, strategy, settings=FUZZ, name=None):
+def run_fuzz(path, strategy, name=None):
     """Write each example to `path`; load_tokenizer(`name` or path) must return or raise a
     UserError naming the file, under the memory cap."""
     tally = Tally()
     target = name or path
 
-    @settings
+    @FUZZ
     @given(strategy)
     def fuzz(data):
         path.write_bytes(data)
@@ -43,7 +43,7 @@ def run_fuzz(path, strategy, settings=FUZZ, name=None):
 
     with memory_bound():
         fuzz()
-    assert tally.total >= settings.max_examples and tally.counts["UserError"], tally.counts
+    assert tally.total >= FUZZ.max_examples and tally.counts["UserError"], tally.counts
     return tally
 
 
@@ -84,12 +84,10 @@ def seeds(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("settings", [FUZZ, pytest.param(FUZZ_SLOW, marks=pytest.mark.slow)],
-                         ids=["1k", "10k"])
 @pytest.mark.parametrize("seed", ["bpe.json", "wordpiece.json", "char.json"])
-def test_fuzz_tokenizer_json(seeds, tmp_path, seed, settings):
+def test_fuzz_tokenizer_json(seeds, tmp_path, seed):
     valid = json.loads(seeds[seed])
-    run_fuzz(tmp_path / "tokenizer.json", json_file_variants(valid), settings)
+    run_fuzz(tmp_path / "tokenizer.json", json_file_variants(valid))
 
 
 @pytest.mark.parametrize("name", ["encoder.json", "vocab.bpe"])
@@ -129,7 +127,5 @@ def test_fuzz_line_files(seeds, tmp_path, name):
     run_fuzz(tmp_path / name, line_variants(seeds[name]))
 
 
-@pytest.mark.parametrize("settings", [FUZZ, pytest.param(FUZZ_SLOW, marks=pytest.mark.slow)],
-                         ids=["1k", "10k"])
-def test_fuzz_sentencepiece_model(seeds, tmp_path, settings):
-    run_fuzz(tmp_path / "tokenizer.model", byte_mutations(seeds["tokenizer.model"]), settings)
+def test_fuzz_sentencepiece_model(seeds, tmp_path):
+    run_fuzz(tmp_path / "tokenizer.model", byte_mutations(seeds["tokenizer.model"]))

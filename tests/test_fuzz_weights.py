@@ -10,7 +10,7 @@ import struct
 import pytest
 import torch
 from hypothesis import given, strategies as st
-from hostile import (FUZZ, FUZZ_SLOW, Tally, byte_mutations, check, dump_json, json_file_variants,
+from hostile import (FUZZ, Tally, byte_mutations, check, dump_json, json_file_variants,
                      json_mutations, memory_bound)
 
 import zeroformer
@@ -56,19 +56,19 @@ def safetensors_variants(draw, valid: bytes):
     return join_safetensors(header, data[:i] + bad + data[i + 4:])
 
 
-def run_fuzz(strategy, target, settings=FUZZ):
+def run_fuzz(strategy, target):
     """Run `target(example)` (which returns check()'s outcome) on every example under the memory
     cap; -> Tally. Asserts every example ran and both outcomes occurred."""
     tally = Tally()
 
-    @settings
+    @FUZZ
     @given(strategy)
     def fuzz(example):
         tally.add(target(example))
 
     with memory_bound():
         fuzz()
-    assert tally.total >= settings.max_examples, tally.counts
+    assert tally.total >= FUZZ.max_examples, tally.counts
     assert tally.counts["UserError"] > 0, tally.counts
     return tally
 
@@ -94,12 +94,10 @@ def _load_with(folder, name, data: bytes, work):
     return check(lambda: zeroformer.load(work), work / name)
 
 
-@pytest.mark.parametrize("settings", [FUZZ, pytest.param(FUZZ_SLOW, marks=pytest.mark.slow)],
-                         ids=["1k", "10k"])
-def test_fuzz_safetensors(model_folder, tmp_path, settings):
+def test_fuzz_safetensors(model_folder, tmp_path):
     valid = (model_folder / ckpt.MODEL_FILE).read_bytes()
     run_fuzz(safetensors_variants(valid),
-             lambda b: _load_with(model_folder, ckpt.MODEL_FILE, b, tmp_path / "c"), settings)
+             lambda b: _load_with(model_folder, ckpt.MODEL_FILE, b, tmp_path / "c"))
 
 
 def test_fuzz_config_json(model_folder, tmp_path):

@@ -127,8 +127,6 @@ def body_qtype(reader) -> str:
 
 def read(path, dtype=None):
     """(Decoder, body quantization name) of a llama-architecture `.gguf` (see `load`)."""
-    from ..models.decoder import Decoder
-
     reader, md = open_gguf(path)
     try:
         cfg = config_from_metadata(md, {t.name for t in reader.tensors}, path)
