@@ -213,3 +213,16 @@ def test_fuzz_trainer_state_and_latest_json(toy_run, tmp_path):
             (work / name).write_bytes(files[name])
 
     run_fuzz(run_variants(files), target)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_all_finite_is_exact_when_the_sum_overflows(dtype):
+    """The fast finite check (a finite sum) falls back to the exact one on overflow."""
+    from zeroformer.io.files import all_finite
+
+    big = torch.full((4,), torch.finfo(dtype).max, dtype=dtype)
+    assert all_finite(big) and all_finite(-big)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        t = big.clone()
+        t[2] = bad
+        assert not all_finite(t) and not all_finite(torch.tensor([1.0, bad], dtype=dtype))

@@ -206,6 +206,16 @@ def untied_state(model) -> dict:
     return {k: v for k, v in model.state_dict().items() if k not in aliases}
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every value of the float tensor `t` is finite. A NaN or an infinity makes the sum
+    NaN or infinite, so a finite sum proves it in one pass (~20x faster than isfinite().all(),
+    which builds a bool tensor: 50 ms vs 1 s for SmolLM2's 135M weights); a sum that overflows
+    without one takes the exact check."""
+    half = t.dtype in (torch.float16, torch.bfloat16)
+    total = t.sum(dtype=torch.float32) if half else t.sum()
+    return bool(total.isfinite()) or bool(torch.isfinite(t).all())
+
+
 def load_strict(model, state: dict, source, dtype=None):
     """Load `state` (our names) into `model`: all names, no others, equal shapes. Returns the model
     in eval mode, cast to `dtype` when given. Of a tied pair, either name will do."""
@@ -225,7 +235,7 @@ def load_strict(model, state: dict, source, dtype=None):
         if v.is_floating_point() != ours[k].is_floating_point():
             raise UserError(f"{source}: tensor {k} is stored as {v.dtype}, expected "
                             f"{ours[k].dtype}")
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+        if v.is_floating_point() and not all_finite(v):
             raise UserError(f"{source}: tensor {k} holds NaN or infinite values")
     model.load_state_dict(state, strict=False)
     if dtype is not None:
