@@ -8,9 +8,10 @@ bytes flipped, spans deleted or inserted, 4/8-byte words overwritten with huge o
 
 Property (`check`): the reader returns, or raises `UserError` whose message names the file (or
 the folder holding it); any other exception fails the test, and so does running past the
-hypothesis deadline (60 s: a hang). `memory_bound()` caps the process's address space for the test,
-so a reader that believes a huge declared size and allocates for it fails (MemoryError or
-torch's allocator error) instead of passing.
+hypothesis deadline (60 s: a hang). Each call runs under `memory_bound()`, which caps the
+process's address space at its size + 1 GiB, so a reader that believes a huge declared size and
+allocates for it fails (MemoryError or torch's allocator error) instead of passing. (The cap is
+set per example: over 10,000 examples the test process itself grows by several hundred MB.)
 
 Settings: `FUZZ`, 1,000 derandomized examples per reader (the same inputs on every run: the
 default suite). A bigger run: `ZEROFORMER_FUZZ_EXAMPLES=10000 pytest tests/test_fuzz_*.py`.
@@ -132,9 +133,11 @@ def json_file_variants(draw, valid):
 
 def check(read, path, *names) -> str:
     """Call `read()`; return "ok", or "UserError" when it raised one that names `path` (or its
-    folder, or one of `names`). Any other exception propagates: the fuzz test fails on it."""
+    folder, or one of `names`). Any other exception propagates: the fuzz test fails on it.
+    `read()` runs under `memory_bound()`."""
     try:
-        read()
+        with memory_bound():
+            read()
     except UserError as e:
         msg = str(e)
         wanted = [str(path), str(path.parent), *names]

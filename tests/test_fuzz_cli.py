@@ -10,7 +10,9 @@ What would leave the machine or run for minutes is stubbed for the test: `data f
 import argparse
 import contextlib
 import io
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,8 +55,10 @@ NUMBERS = ["0", "1", "2", "3", "8", "-1", "-7", "100000", str(10 ** 30), "0.5", 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """Paths a fuzzed argument may name: missing, empty, garbage, a folder, a tiny model."""
-    root = tmp_path_factory.mktemp("cli")
+    """Paths a fuzzed argument may name: missing, empty, garbage, a folder, a tiny model. A
+    command may write over them (convert, tokenizer train --out): `fresh` restores them."""
+    root = tmp_path_factory.mktemp("cli") / "pool"
+    root.mkdir()
     (root / "empty.txt").write_bytes(b"")
     (root / "junk.bin").write_bytes(b"\x00\xff" * 40)
     (root / "text.txt").write_text("to be or not to be\nthat is the question\n")
@@ -65,6 +69,7 @@ def files(tmp_path_factory):
     model = build_model(preset("tiny", vocab_size=tok.vocab_size, n_layer=1, d_model=16,
                                n_head=2, d_ff=32, max_seq_len=16))
     ckpt.save_checkpoint(model, root / "model", tokenizer=tok)
+    shutil.copytree(root, root.with_name("pristine"))
     return [str(root / n) for n in ("missing", "empty.txt", "junk.bin", "text.txt", "data.tsv",
                                     "folder", "model", "model/config.json",
                                     "model/tokenizer.json", "model/model.safetensors")]
@@ -128,6 +133,13 @@ def stubs(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
+def fresh(files):
+    """Put the pool of files back as the fixture made it (examples must not see each other)."""
+    pool = Path(files[0]).parent
+    shutil.rmtree(pool)
+    shutil.copytree(pool.with_name("pristine"), pool)
+
+
 def run_main(argv) -> tuple[int, str]:
     """(exit status, stderr) of main(argv) with an empty stdin."""
     err, out = io.StringIO(), io.StringIO()
@@ -151,7 +163,9 @@ def test_fuzz_cli_arguments(files, stubs):
     @FUZZ
     @given(argvs(table, files))
     def fuzz(argv):
-        code, err = run_main(argv)
+        fresh(files)
+        with memory_bound(2 << 30):
+            code, err = run_main(argv)
         assert code in (0, 2), (argv, code, err[-2000:])
         assert "Traceback" not in err, (argv, err[-2000:])
         if code == 2:
@@ -159,7 +173,6 @@ def test_fuzz_cli_arguments(files, stubs):
             assert len(errors) == 1, (argv, err[-2000:])
         tally.add("UserError" if code == 2 else "ok")
 
-    with memory_bound(2 << 30):
-        fuzz()
+    fuzz()
     assert tally.total >= FUZZ.max_examples and tally.counts["ok"] and tally.counts["UserError"], \
         tally.counts

@@ -280,6 +280,8 @@ def write_folder(out, fill) -> Path:
     """Create the folder `out` atomically: `fill(tmp)` writes into a hidden sibling, which is renamed
     into place. An existing `out` is replaced only if it is empty or a model folder (config.json)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is a file, not a folder; refusing to replace it")
     if out.is_dir() and any(out.iterdir()) and not (out / "config.json").exists():
         raise UserError(f"{out}: exists and is not a model folder; refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
