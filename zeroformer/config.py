@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,29 @@ NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 LEGACY_EXTRA = ("heads", "num_labels", "labels", "share_embeddings")  # once ModelConfig.extra[...]
+POSITIVE = ("vocab_size", "n_layer", "d_model", "n_head", "n_kv_head", "head_dim", "d_ff",
+            "max_seq_len", "num_labels")
+TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")
+
+
+def check_field_types(obj) -> None:
+    """Raise UserError unless every field of the dataclass `obj` holds a value of its annotated
+    type: int (not bool), float (an int will do; finite), bool (or 0/1, made a bool), str,
+    list[str], each optionally None. A config read from a file is hostile input."""
+    for f in dataclasses.fields(obj):
+        v, kind = getattr(obj, f.name), str(f.type)
+        if v is None and "None" in kind:
+            continue
+        base = kind.split(" |")[0]
+        if base == "bool" and type(v) is int and v in (0, 1):
+            v = bool(v)
+            setattr(obj, f.name, v)
+        ok = {"int": type(v) is int, "bool": type(v) is bool, "str": isinstance(v, str),
+              "float": type(v) in (int, float) and math.isfinite(v),
+              "list[str]": isinstance(v, list) and all(isinstance(x, str) for x in v),
+              "dict": isinstance(v, dict)}.get(base, True)
+        if not ok:
+            raise UserError(f"{obj.what} field {f.name}={v!r:.80}: expected {kind}")
 
 
 class DataclassJSON:
@@ -48,7 +72,8 @@ class DataclassJSON:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise UserError(f"unknown {cls.what} field(s): {', '.join(unknown)}")
+            raise UserError(f"unknown {cls.what} field(s): "
+                            f"{', '.join(repr(u[:40]) for u in unknown[:5])}")
         return cls(**d)
 
     def replace(self, **changes):
@@ -96,8 +121,27 @@ class ModelConfig(DataclassJSON):
     def __post_init__(self):
         for name in ("heads", "labels"):  # a list; `--heads=mlm,nsp` on the command line
             v = getattr(self, name)
-            if v is not None:
-                setattr(self, name, [x for x in v.split(",") if x] if isinstance(v, str) else list(v))
+            if isinstance(v, str):
+                setattr(self, name, [x for x in v.split(",") if x])
+            elif isinstance(v, tuple):
+                setattr(self, name, list(v))
+        ids = {k: getattr(self, k) for k in TOKEN_IDS}  # HF configs may list several ids
+        for k, v in ids.items():
+            if isinstance(v, list) and all(type(x) is int for x in v):
+                setattr(self, k, None)
+        check_field_types(self)
+        for k, v in ids.items():
+            setattr(self, k, v)
+        for name in POSITIVE:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UserError(f"config {name}={getattr(self, name)} must be >= 1")
+        if not (self.n_encoder_layer is None or self.n_encoder_layer >= 0) \
+                or self.type_vocab_size < 0 or self.position_offset < 0:
+            raise UserError("config n_encoder_layer, type_vocab_size and position_offset must "
+                            "be >= 0")
+        if not (0 <= self.dropout <= 1 and 0 <= self.attn_dropout <= 1):
+            raise UserError(f"config dropout={self.dropout}, attn_dropout={self.attn_dropout}: "
+                            "probabilities are between 0 and 1")
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
         if self.head_dim is None:
@@ -109,7 +153,7 @@ class ModelConfig(DataclassJSON):
         for name, allowed in (("arch", ARCHS), ("norm", NORMS), ("position", POSITIONS),
                               ("activation", ACTIVATIONS)):
             if getattr(self, name) not in allowed:
-                raise UserError(f"config {name}={getattr(self, name)!r} is not one of {allowed}")
+                raise UserError(f"config {name}={getattr(self, name)!r:.80} is not one of {allowed}")
         if self.n_head % self.n_kv_head:
             raise UserError(f"n_head={self.n_head} is not a multiple of n_kv_head={self.n_kv_head}")
 
@@ -135,10 +179,17 @@ class ModelConfig(DataclassJSON):
     @classmethod
     def load(cls, path) -> "ModelConfig":
         try:
-            d = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
             raise UserError(f"cannot read config {path}: {e}") from None
-        return cls.from_dict(d)
+        except RecursionError:
+            raise UserError(f"cannot read config {path}: JSON nested too deeply") from None
+        if not isinstance(d, dict):
+            raise UserError(f"{path}: expected a JSON object of config fields")
+        try:
+            return cls.from_dict(d)
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
 
 
 

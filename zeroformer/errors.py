@@ -7,7 +7,21 @@ Every other exception is an internal bug: the CLI lets it print a traceback and 
 
 
 class UserError(Exception):
-    """A mistake in the user's input: reported as one line, exit status 2."""
+    """A mistake in the user's input: reported as one line, exit status 2.
+
+    The message is kept to one line of at most MAX_CHARS characters: it often quotes a value read
+    from a hostile file (a 100 kB key, a string with line breaks), which must not flood the
+    terminal. Line breaks become spaces; the middle of a longer message is cut out."""
+
+    MAX_CHARS = 1000
+
+    def __init__(self, message: str = ""):
+        message = " ".join(str(message).splitlines())
+        if len(message) > self.MAX_CHARS:
+            half = self.MAX_CHARS // 2 - 10
+            message = f"{message[:half]} [... {len(message) - 2 * half} characters ...] " \
+                      f"{message[-half:]}"
+        super().__init__(message)
 
 
 def require_file(path, what="file"):

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any("\x00" in w for w in argv):  # no shell can pass one; Python's file calls refuse it
+        sys.stderr.write("zeroformer: error: an argument contains a NUL byte\n")
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -34,6 +34,9 @@ def plot_positional_encoding(out, max_len: int = 100, d_model: int = 128,
                              layout: str = "interleaved") -> Path:
     from ..nn.positions import sinusoidal_table
 
+    if not (max_len >= 1 and d_model >= 2 and d_model % 2 == 0 and max_len * d_model <= 10 ** 7):
+        raise UserError(f"--max-len {max_len} --d-model {d_model}: need max_len >= 1, an even "
+                        "d_model >= 2 and a table of at most 10^7 values")
     plt = _pyplot()
     table = sinusoidal_table(max_len, d_model, layout)
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -176,10 +179,20 @@ def plot_loss(run, out) -> Path:
 
 
 def _save(fig, out, top: float = 1.0) -> Path:
-    """Lay out (the panels below `top`, leaving room for a figure title) and write the PNG."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout(rect=(0, 0, 1, top))
-    fig.savefig(out, dpi=110)
-    _pyplot().close(fig)
+    """Lay out (the panels below `top`, leaving room for a figure title) and write `fig` to `out`,
+    whose suffix names the format (.png, .svg, .pdf, ...)."""
+    out, plt = Path(out), _pyplot()
+    kinds = fig.canvas.get_supported_filetypes()
+    if out.suffix.lower().lstrip(".") not in kinds:
+        plt.close(fig)
+        raise UserError(f"--out {out}: give a picture file name ending in "
+                        f"{', '.join('.' + k for k in sorted(kinds))}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.tight_layout(rect=(0, 0, 1, top))
+        fig.savefig(out, dpi=110)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write it ({e.strerror or e})") from None
+    finally:
+        plt.close(fig)
     return out

@@ -19,12 +19,22 @@ A training run folder OUT holds ``step-00000100/`` checkpoints and ``latest.json
 a hidden temporary folder and renamed into place, then ``latest.json`` is replaced with
 ``os.replace``; only then are old checkpoints pruned (the newest `keep` stay). A process killed at
 any moment therefore leaves ``latest.json`` pointing at a complete checkpoint.
+
+Test hook (tests/test_faults.py): with ``ZEROFORMER_TEST_KILL=POINT@STEP`` in the environment the
+process SIGKILLs itself at POINT of the checkpoint write for STEP, so a test can make a kill land
+inside a write deterministically. POINT is one of FAULT_POINTS (`_fault_point` below, in order):
+``mid-write`` (model.safetensors written into the hidden temporary folder, the rest not yet),
+``before-rename`` (the temporary folder complete), ``before-latest`` (the step folder renamed into
+place, latest.json still naming the previous one), ``before-prune`` (latest.json replaced, old
+checkpoints not yet deleted).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -33,9 +43,10 @@ import torch
 from ..config import ModelConfig
 from ..errors import UserError
 from . import sharded
-from .files import (attach_tokenizer, find_weights, load_strict, parse_dtype, read_json,
-                    read_weights, refuse_pickle, safetensors_header, stored_dtype, untied_state,
-                    write_folder, write_json_atomic, write_safetensors)
+from .files import (attach_tokenizer, build_checked, find_weights, load_strict, parse_dtype,
+                    read_json, read_weights, refuse_pickle, safetensors_header, stored_dtype,
+                    stored_sizes, untied_state, write_folder, write_json_atomic,
+                    write_safetensors)
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -45,6 +56,13 @@ STATE_TENSORS_FILE = "trainer_state.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 LATEST_FILE = "latest.json"
 _OPT_META_KEY = "zeroformer.optimizer"
+FAULT_POINTS = ("mid-write", "before-rename", "before-latest", "before-prune")
+
+
+def _fault_point(point: str, step) -> None:
+    """The test hook of the module docstring: SIGKILL this process at `point` of step `step`."""
+    if os.environ.get("ZEROFORMER_TEST_KILL") == f"{point}@{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # -- optimizer <-> safetensors -------------------------------------------------------------------
@@ -73,18 +91,21 @@ def optimizer_from_flat(tensors: dict, rest: dict) -> dict:
 
 # -- save ----------------------------------------------------------------------------------------
 def save_checkpoint(model, folder, tokenizer=None, trainer_state=None, optimizer=None,
-                    extra_tensors=None) -> Path:
+                    extra_tensors=None, step=None) -> Path:
     """Write a checkpoint folder atomically (temp folder, then rename). Returns its path.
 
     `trainer_state` (a JSON-able dict) -> trainer_state.json; `extra_tensors` ({name: tensor},
     e.g. RNG states) -> trainer_state.safetensors; `optimizer` -> optimizer.safetensors.
+    `step` only names the checkpoint for the test hook (`_fault_point`).
     """
     def fill(tmp: Path):
         write_safetensors(tmp / MODEL_FILE, untied_state(model), {"producer": "zeroformer"})
+        _fault_point("mid-write", step)
         if optimizer is not None:
             tensors, rest = optimizer_to_flat(optimizer.state_dict())
             write_safetensors(tmp / OPTIMIZER_FILE, tensors, {_OPT_META_KEY: json.dumps(rest)})
         _write_small_files(tmp, model, tokenizer, trainer_state, extra_tensors)
+        _fault_point("before-rename", step)
 
     return write_folder(folder, fill)
 
@@ -110,7 +131,7 @@ def load_weights(model, folder) -> None:
         find_weights(folder)  # refuses a folder of pickles by name
         raise UserError(f"{folder}: no {MODEL_FILE} (not a zeroformer checkpoint)")
     was = model.training
-    load_strict(model, read_weights([folder / MODEL_FILE]), folder).train(was)
+    load_strict(model, read_weights([folder / MODEL_FILE]), folder / MODEL_FILE).train(was)
 
 
 def load_checkpoint(folder, dtype=None):
@@ -119,18 +140,23 @@ def load_checkpoint(folder, dtype=None):
     `folder` may be a run folder (its latest.json is followed). The model comes back in eval
     mode, in the stored dtype unless `dtype` is given.
     """
-    from ..models import build_model
-
     folder = Path(folder)
     if folder.is_file():
         refuse_pickle(folder)
         folder = folder.parent
     folder = latest_checkpoint(folder) or folder
-    model = build_model(ModelConfig.load(folder / CONFIG_FILE))
+    cfg = ModelConfig.load(folder / CONFIG_FILE)
     if sharded.is_sharded(folder):  # an FSDP run's checkpoint: assembled in this one process
+        from ..models import build_model
+
+        model = build_model(cfg)
         sharded.load_full(model, folder)
         stored = None
     else:
+        if not (folder / MODEL_FILE).exists():
+            find_weights(folder)  # refuses a folder of pickles by name
+            raise UserError(f"{folder}: no {MODEL_FILE} (not a zeroformer checkpoint)")
+        model = build_checked(cfg, *stored_sizes([folder / MODEL_FILE]), folder / CONFIG_FILE)
         load_weights(model, folder)
         stored = stored_dtype([folder / MODEL_FILE])
     model.to(parse_dtype(dtype) or stored or torch.float32)
@@ -139,23 +165,67 @@ def load_checkpoint(folder, dtype=None):
 
 
 def load_optimizer(optimizer, folder) -> None:
-    """Restore an optimizer's state from `folder`/optimizer.safetensors."""
+    """Restore an optimizer's state from `folder`/optimizer.safetensors, checked against the
+    optimizer first: every state tensor shaped like its parameter and finite, every setting of
+    the type the optimizer uses (a damaged file is a UserError, not a crash at the next step)."""
     path = Path(folder) / OPTIMIZER_FILE
     if not path.exists():
         raise UserError(f"{folder}: no {OPTIMIZER_FILE}; cannot resume training from it")
     tensors = read_weights([path])
-    rest = json.loads(safetensors_header(path).get("__metadata__", {}).get(_OPT_META_KEY, "null"))
+    rest = _optimizer_meta(path)
+    try:
+        saved = optimizer_from_flat(tensors, rest)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        for pid, st in saved["state"].items():
+            for name, t in st.items():
+                if torch.is_tensor(t) and t.dim() and t.shape != params[pid].shape:
+                    raise ValueError(f"state {pid}.{name} has shape {tuple(t.shape)}, its "
+                                     f"parameter {tuple(params[pid].shape)}")
+                if torch.is_tensor(t) and not (t.is_floating_point() and t.isfinite().all()):
+                    raise ValueError(f"state {pid}.{name} is not finite floating point")
+        now = optimizer.state_dict()["param_groups"]
+        if len(saved["param_groups"]) != len(now):
+            raise ValueError(f"{len(saved['param_groups'])} parameter groups, not {len(now)}")
+        for old, new in zip(saved["param_groups"], now):
+            if set(old) != set(new) or any(_kind(old[k]) != _kind(v) for k, v in new.items()):
+                raise ValueError("the parameter groups' settings differ in names or types")
+        optimizer.load_state_dict(saved)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+        raise UserError(f"{path}: damaged or foreign optimizer state ({e})") from None
+
+
+def _kind(v):
+    """A setting's type for comparison: numbers are one kind (lr may be saved as an int)."""
+    if isinstance(v, (list, tuple)):
+        return ("seq", len(v), tuple(_kind(x) for x in v))
+    return "number" if type(v) in (int, float) else type(v).__name__
+
+
+def _optimizer_meta(path) -> dict:
+    """The JSON settings stored in the optimizer file's metadata (UserError if absent)."""
+    meta = safetensors_header(path).get("__metadata__", {})
+    try:
+        rest = json.loads(meta[_OPT_META_KEY])
+    except (KeyError, TypeError, ValueError, RecursionError):
+        rest = None
     if not isinstance(rest, dict):
-        raise UserError(f"{path}: no optimizer settings in its metadata")
-    optimizer.load_state_dict(optimizer_from_flat(tensors, rest))
+        raise UserError(f"{path}: no readable optimizer metadata")
+    return rest
 
 
 def load_trainer_state(folder) -> tuple[dict, dict]:
-    """(trainer_state.json as a dict, {name: tensor} from trainer_state.safetensors)."""
+    """(trainer_state.json as a dict, {name: tensor} from trainer_state.safetensors), checked:
+    step a non-negative integer; log, unlogged, rng and train_config of their saved types."""
     folder = Path(folder)
-    state = read_json(folder / STATE_FILE) if (folder / STATE_FILE).exists() else None
-    if state is None:
+    if not (folder / STATE_FILE).exists():
         raise UserError(f"{folder}: no {STATE_FILE}; cannot resume training from it")
+    state = read_json(folder / STATE_FILE)
+    types = {"step": int, "log": list, "unlogged": list, "rng": dict, "train_config": dict}
+    for key, kind in types.items():
+        if (key == "step" or key in state) and not isinstance(state.get(key), kind) \
+                or key == "step" and (isinstance(state[key], bool) or state[key] < 0):
+            raise UserError(f"{folder / STATE_FILE}: {key!r} is missing or not a "
+                            f"{'non-negative integer' if kind is int else kind.__name__}")
     tpath = folder / STATE_TENSORS_FILE
     return state, (read_weights([tpath]) if tpath.exists() else {})
 
@@ -171,11 +241,12 @@ def latest_checkpoint(out) -> Path | None:
     out = Path(out)
     if not (out / LATEST_FILE).exists():
         return None
-    info = read_json(out / LATEST_FILE)
-    try:
-        path = out / info["path"]
-    except (KeyError, TypeError):
-        raise UserError(f"{out / LATEST_FILE}: no 'path' entry") from None
+    name = read_json(out / LATEST_FILE).get("path")
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", "..") \
+            or len(name) > 255:
+        raise UserError(f"{out / LATEST_FILE}: 'path' is not the name of a checkpoint folder "
+                        f"in {out}: {name!r:.80}")
+    path = out / name
     if not path.is_dir():
         raise UserError(f"{out / LATEST_FILE} points at {path}, which does not exist")
     return path
@@ -190,18 +261,12 @@ def check_resumable(folder) -> None:
         if not (folder / name).is_file():
             raise UserError(f"{folder}: no {name}")
     read_json(folder / CONFIG_FILE)
-    read_json(folder / STATE_FILE)
-    if (folder / STATE_TENSORS_FILE).exists():
-        safetensors_header(folder / STATE_TENSORS_FILE)
+    load_trainer_state(folder)  # reads the JSON; trainer_state.safetensors whole, if present
     if sharded.is_sharded(folder):
         sharded.pieces(folder)
         return
     safetensors_header(folder / MODEL_FILE)
-    meta = safetensors_header(folder / OPTIMIZER_FILE).get("__metadata__", {})
-    try:
-        json.loads(meta[_OPT_META_KEY])
-    except (KeyError, TypeError, ValueError):
-        raise UserError(f"{folder / OPTIMIZER_FILE}: no readable optimizer metadata") from None
+    _optimizer_meta(folder / OPTIMIZER_FILE)
 
 
 def resumable_checkpoint(out) -> Path | None:
@@ -242,13 +307,15 @@ def save_run_checkpoint(out, step: int, model, keep: int = 2, sharded_main=None,
     out = Path(out)
     folder = out / step_dirname(step)
     if sharded_main is None:
-        save_checkpoint(model, folder, **kwargs)
+        save_checkpoint(model, folder, step=step, **kwargs)
     else:
         optimizer = kwargs.pop("optimizer")
         sharded.save_sharded(folder, model, optimizer, sharded_main,
                              lambda tmp: _write_small_files(tmp, model, **kwargs))
     if sharded_main in (None, True):
+        _fault_point("before-latest", step)
         write_json_atomic(out / LATEST_FILE, {"step": step, "path": folder.name})
+        _fault_point("before-prune", step)
         prune_checkpoints(out, keep)
     if sharded_main is not None:
         sharded.barrier()

@@ -6,8 +6,11 @@ Reader (every format's `load` goes through these):
 - `read_weights(files)`: {name: tensor}; each file's header is checked against the file's size
   (every tensor's bytes = prod(shape) x itemsize, inside the file) before a byte is read;
 - `read_json(path)`, `parse_dtype(name)`;
+- `build_checked(cfg, values, tensors, source)`: the model of a config read from a file, refused
+  (before any allocation) when it is bigger than the weights stored for it (`stored_sizes`);
 - `load_strict(model, state, source, dtype)`: every name of the model present, no other name,
-  every shape equal, else one `UserError` naming them; tied weights need only one of their names;
+  every shape equal, floats where the model has floats, every value finite, else one
+  `UserError` naming them; tied weights need only one of their names;
 - `attach_tokenizer(model, folder)`: `model.tokenizer` from the folder's tokenizer file, if any.
 Writer:
 - `write_folder(out, fill)`: `fill(tmp)` writes into a hidden sibling folder, which is then renamed
@@ -60,11 +63,25 @@ def find_weights(folder) -> list[Path]:
     return files
 
 
-def read_json(path) -> dict:
+def read_json(path, kind=dict):
+    """The JSON value of the file `path`, which must be a `kind` (a JSON object by default)."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
         raise UserError(f"{path}: unreadable ({e})") from None
+    except RecursionError:
+        raise UserError(f"{path}: unreadable (JSON nested too deeply)") from None
+    if kind is not None and not isinstance(value, kind):
+        raise UserError(f"{path}: expected a JSON {'object' if kind is dict else kind.__name__}, "
+                        f"found {type(value).__name__}")
+    return value
+
+
+def _int_list(v) -> list[int]:
+    """`v` if it is a JSON list of integers (not floats, not booleans), else TypeError."""
+    if not isinstance(v, list) or not all(type(x) is int for x in v):
+        raise TypeError(v)
+    return v
 
 
 def safetensors_header(path) -> dict:
@@ -88,6 +105,8 @@ def safetensors_header(path) -> dict:
             header = json.loads(f.read(n))
         except ValueError as e:
             raise bad(f"header is not JSON: {e}") from None
+        except RecursionError:
+            raise bad("header is JSON nested too deeply") from None
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
         raise bad("header is not a JSON object of tensors (and string metadata)")
     data = size - 8 - n
@@ -95,8 +114,8 @@ def safetensors_header(path) -> dict:
         if name == "__metadata__":
             continue
         try:
-            item, shape = ITEMSIZE[info["dtype"]], [int(s) for s in info["shape"]]
-            begin, end = (int(x) for x in info["data_offsets"])
+            item, shape = ITEMSIZE[info["dtype"]], _int_list(info["shape"])
+            begin, end = _int_list(info["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise bad(f"tensor {name!r} has a malformed entry {info!r}") from None
         if min(shape, default=0) < 0 or not 0 <= begin <= end <= data \
@@ -104,6 +123,40 @@ def safetensors_header(path) -> dict:
             raise bad(f"tensor {name!r} claims shape {shape} ({info['dtype']}) in bytes "
                       f"[{begin}, {end}) of {data}")
     return header
+
+
+def stored_sizes(files) -> tuple[int, int]:
+    """(values, tensors holding at least one value) in the safetensors `files` (headers only)."""
+    values = tensors = 0
+    for f in files:
+        for name, info in safetensors_header(f).items():
+            if name != "__metadata__" and math.prod(info["shape"]):
+                values, tensors = values + math.prod(info["shape"]), tensors + 1
+    return values, tensors
+
+
+def build_checked(cfg, values: int, tensors: int, source):
+    """build_model(cfg) for weights of `values` numbers in `tensors` tensors, after checking on
+    the meta device (no memory) that the config's model is not bigger than that: a hostile
+    config (a billion layers, a vocabulary of 2^40) is refused before anything is allocated.
+    Slack: a format may leave out a few small tensors of ours (BERT's pooler)."""
+    from ..models import build_model
+
+    layers = cfg.n_layer + (cfg.n_encoder_layer or 0) * (cfg.arch == "encoder_decoder")
+    if layers > tensors:
+        raise UserError(f"{source}: the config declares {layers} layers, but the weights hold "
+                        f"only {tensors} tensors")
+    try:
+        with torch.device("meta"):
+            meta = build_model(cfg)
+    except (RuntimeError, ValueError, OverflowError, TypeError) as e:  # sizes torch refuses
+        raise UserError(f"{source}: the config declares a model that cannot be built "
+                        f"({str(e).splitlines()[0][:200]})") from None
+    need = sum(t.numel() for t in [*meta.parameters(), *meta.buffers()])
+    if need > 2 * values + (1 << 20):
+        raise UserError(f"{source}: the config declares a model of {need:,} values, but the "
+                        f"weights hold {values:,}")
+    return build_model(cfg)
 
 
 def stored_dtype(files) -> torch.dtype | None:
@@ -153,6 +206,16 @@ def untied_state(model) -> dict:
     return {k: v for k, v in model.state_dict().items() if k not in aliases}
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every value of the float tensor `t` is finite. A NaN or an infinity makes the sum
+    NaN or infinite, so a finite sum proves it in one pass (~20x faster than isfinite().all(),
+    which builds a bool tensor: 50 ms vs 1 s for SmolLM2's 135M weights); a sum that overflows
+    without one takes the exact check."""
+    half = t.dtype in (torch.float16, torch.bfloat16)
+    total = t.sum(dtype=torch.float32) if half else t.sum()
+    return bool(total.isfinite()) or bool(torch.isfinite(t).all())
+
+
 def load_strict(model, state: dict, source, dtype=None):
     """Load `state` (our names) into `model`: all names, no others, equal shapes. Returns the model
     in eval mode, cast to `dtype` when given. Of a tied pair, either name will do."""
@@ -169,6 +232,11 @@ def load_strict(model, state: dict, source, dtype=None):
         if tuple(v.shape) != tuple(ours[k].shape):
             raise UserError(f"{source}: weights do not match the config: tensor {k} has shape "
                             f"{tuple(v.shape)}, expected {tuple(ours[k].shape)}")
+        if v.is_floating_point() != ours[k].is_floating_point():
+            raise UserError(f"{source}: tensor {k} is stored as {v.dtype}, expected "
+                            f"{ours[k].dtype}")
+        if v.is_floating_point() and not all_finite(v):
+            raise UserError(f"{source}: tensor {k} holds NaN or infinite values")
     model.load_state_dict(state, strict=False)
     if dtype is not None:
         model.to(parse_dtype(dtype))
@@ -231,6 +299,8 @@ def write_folder(out, fill) -> Path:
     """Create the folder `out` atomically: `fill(tmp)` writes into a hidden sibling, which is renamed
     into place. An existing `out` is replaced only if it is empty or a model folder (config.json)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is a file, not a folder; refusing to replace it")
     if out.is_dir() and any(out.iterdir()) and not (out / "config.json").exists():
         raise UserError(f"{out}: exists and is not a model folder; refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import UserError
+from ..tokenizers import FILE_ERRORS
 from ..tokenizers.gguf_vocab import load_gguf_tokenizer, open_gguf
 from . import files
 from .table import Row, Table, Transform
@@ -101,12 +102,14 @@ def dequantize(t, source) -> torch.Tensor:
     qtype = GGMLQuantizationType(t.tensor_type)
     try:
         arr = gguf_dequantize(np.asarray(t.data), qtype)
+        shape = tuple(int(n) for n in reversed(t.shape))  # GGUF lists dimensions innermost first
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        return torch.from_numpy(arr if arr.flags.writeable else arr.copy()).reshape(shape)
     except NotImplementedError:
         raise UserError(f"{source}: tensor {t.name} uses quantization {qtype.name}, which the "
                         "gguf package cannot dequantize") from None
-    shape = tuple(int(n) for n in reversed(t.shape))   # GGUF lists dimensions innermost first
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    return torch.from_numpy(arr if arr.flags.writeable else arr.copy()).reshape(shape)
+    except (ValueError, RuntimeError, TypeError) as e:  # data that does not fit its shape
+        raise UserError(f"{source}: tensor {t.name} is damaged ({e})") from None
 
 
 def body_qtype(reader) -> str:
@@ -124,14 +127,23 @@ def body_qtype(reader) -> str:
 
 def read(path, dtype=None):
     """(Decoder, body quantization name) of a llama-architecture `.gguf` (see `load`)."""
-    from ..models.decoder import Decoder
-
     reader, md = open_gguf(path)
-    cfg = config_from_metadata(md, {t.name for t in reader.tensors}, path)
+    try:
+        cfg = config_from_metadata(md, {t.name for t in reader.tensors}, path)
+    except UserError as e:
+        raise UserError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as e:
+        raise UserError(f"{path}: GGUF metadata of the wrong type or range ({e})") from None
+    model = files.build_checked(cfg, sum(int(t.n_elements) for t in reader.tensors),
+                                sum(int(t.n_elements) > 0 for t in reader.tensors), path)
     theirs = {t.name: dequantize(t, path) for t in reader.tensors}
-    model = files.load_strict(Decoder(cfg), TABLE.to_ours(theirs, cfg, path), path, dtype)
+    model = files.load_strict(model, TABLE.to_ours(theirs, cfg, path), path, dtype)
     if "tokenizer.ggml.tokens" in md:
-        model.tokenizer = load_gguf_tokenizer(path, metadata=md)
+        try:
+            model.tokenizer = load_gguf_tokenizer(path, metadata=md)
+        except FILE_ERRORS as e:
+            raise UserError(f"{path}: not a valid GGUF tokenizer ({type(e).__name__}: {e})") \
+                from None
     return model, body_qtype(reader)
 
 

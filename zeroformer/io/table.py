@@ -76,7 +76,11 @@ class Table:
                     continue
                 raise UserError(f"{source}: unexpected tensor {name!r} for this config")
             row, m = match
-            values = row.transform.load(t, cfg) if row.transform else t
+            try:
+                values = row.transform.load(t, cfg) if row.transform else t
+            except (RuntimeError, ValueError, IndexError) as e:  # a shape the config rules out
+                raise UserError(f"{source}: tensor {name!r} of shape {tuple(t.shape)} does not "
+                                f"fit the config ({str(e).splitlines()[0][:200]})") from None
             values = values if isinstance(values, tuple) else (values,)
             for pattern, v in zip(row.ours, values):
                 out.setdefault(pattern.format(**m.groupdict()), v)
@@ -120,13 +124,18 @@ class Family:
     def load(self, path, dtype=None):
         """A Hugging Face folder -> our model in eval mode (fp32 unless `dtype`), `.tokenizer` set
         when the folder has a tokenizer we read."""
-        from ..models import build_model
-
         weights, source = files.find_weights(path), Path(path) / "config.json"
         names = {n for f in weights for n in files.safetensors_header(f) if n != "__metadata__"}
-        cfg = self.config_from_hf(files.read_json(source), names, source)  # before any tensor
+        raw = files.read_json(source)
+        try:  # before any tensor
+            cfg = self.config_from_hf(raw, names, source)
+        except UserError as e:
+            raise UserError(str(e) if str(source) in str(e) else f"{source}: {e}") from None
+        except (TypeError, ValueError, AttributeError, KeyError, ZeroDivisionError) as e:
+            raise UserError(f"{source}: a value of the wrong type or range ({e})") from None
+        model = files.build_checked(cfg, *files.stored_sizes(weights), source)
         state = self.table_for(cfg).to_ours(files.read_weights(weights), cfg, path)
-        model = files.load_strict(build_model(cfg), state, path, dtype)
+        model = files.load_strict(model, state, path, dtype)
         files.attach_tokenizer(model, path)
         return model
 

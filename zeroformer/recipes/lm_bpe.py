@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..tokenizers.base import read_training_text
 from ..train.data import batch_generator
 from ..train.losses import IGNORE_INDEX, cross_entropy
 from ..train.task import LMTask
@@ -81,13 +82,15 @@ class SFTTask(LMTask):
 
 def _read_pairs(path: Path) -> list[tuple[str, str]]:
     pairs = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(read_training_text([path])[0].splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            pairs.append((str(row["prompt"]), str(row["response"])))
-        except (ValueError, KeyError, TypeError):
+            if not (isinstance(row["prompt"], str) and isinstance(row["response"], str)):
+                raise TypeError
+            pairs.append((row["prompt"], row["response"]))
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise UserError(f"{path}:{i}: expected a JSON object with \"prompt\" and "
                             "\"response\"") from None
     if len(pairs) < 2:
@@ -139,7 +142,7 @@ def build_finetune(model_cfg, train_cfg):
         pad = tok.pad_token_id if getattr(tok, "pad_token_id", None) is not None else 0
         return SFTTask(model, rows[n_val:], rows[:n_val], float(opts.get("lm_weight", 0.5)), pad,
                        **kw)
-    ids = torch.tensor(tok.encode(path.read_text(encoding="utf-8")), dtype=torch.long)
+    ids = torch.tensor(tok.encode(read_training_text([path])[0]), dtype=torch.long)
     n = int(0.9 * len(ids))
     task = SampledLMTask(model, ids[:n], ids[n:], **kw)
     task.sample_tokens = 120

@@ -14,13 +14,19 @@
 | ``*.model`` / ``*.spm`` (SentencePiece) | SentencePieceTokenizer (BPE or unigram), sentencepiece.py |
 | folder with source.spm + target.spm + vocab.json | MarianTokenizer (opus-mt), marian.py |
 
-Anything missing, truncated or of another kind raises `UserError` naming the file.
+Anything missing, truncated or of another kind raises `UserError` naming the file. The readers
+check what they can say clearly (a missing vocabulary, a bad line); a file whose values are
+of the wrong type or range deeper down (a number where a list belongs, a regex that does not
+compile) surfaces as the Python error it causes, which `load_tokenizer` reports as a
+`UserError` naming the file: the file is not a valid tokenizer file of its format.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import regex
 
 from ..errors import UserError
 from .base import TOKENIZER_FILE, Tokenizer
@@ -32,6 +38,8 @@ __all__ = ["Tokenizer", "CharTokenizer", "load_tokenizer", "TOKENIZER_FILE"]
 def _read_json(p: Path):
     try:
         return json.loads(p.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise UserError(f"{p}: not a valid tokenizer JSON file (nested too deeply)") from None
     except UnicodeDecodeError:
         raise UserError(f"{p}: not a tokenizer file (not UTF-8 JSON)") from None
     except json.JSONDecodeError as e:
@@ -92,6 +100,21 @@ def load_tokenizer(path) -> Tokenizer:
             return load_tokenizer(found[0])
         raise UserError(f"{p}: no tokenizer file in this folder (looked for {TOKENIZER_FILE}, "
                         "*.tiktoken, encoder.json+vocab.bpe, vocab.txt, tokenizer.model, *.gguf)")
+    try:
+        return _read_file(p)
+    except UserError:
+        raise
+    except FILE_ERRORS as e:
+        raise UserError(f"{p}: not a valid tokenizer file ({type(e).__name__}: {e})") from None
+
+
+# what a reader raises on a file of the wrong structure (see the module docstring)
+FILE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
+               RecursionError, regex.error)
+
+
+def _read_file(p: Path) -> Tokenizer:
+    """The tokenizer in file `p`, by its suffix (load_tokenizer's file case)."""
     suffix = p.suffix.lower()
     if suffix == ".gguf":
         from .gguf_vocab import load_gguf_tokenizer

@@ -34,6 +34,20 @@ ROLES = ("pad", "unk", "bos", "eos", "mask", "cls", "sep")
 TOKENIZER_FILE = "tokenizer.json"
 
 
+MAX_ID = 2 ** 31  # token ids are below this (a hostile file's 10**30 would size an embedding)
+
+
+def check_vocab(vocab, what="vocabulary") -> None:
+    """Raise ValueError unless `vocab` maps strings to ids 0 <= id < MAX_ID. A tokenizer file is
+    hostile input: `load_tokenizer` reports the ValueError as a UserError naming the file."""
+    if not isinstance(vocab, dict):
+        raise ValueError(f"the {what} is not a mapping of token -> id")
+    for t, i in vocab.items():
+        if not isinstance(t, str) or type(i) is not int or not 0 <= i < MAX_ID:
+            raise ValueError(f"{what} entry {t!r:.40}: {i!r:.40} is not token -> id "
+                             f"(0 <= id < {MAX_ID})")
+
+
 class Tokenizer:
     """Base class. `special_tokens` maps token string -> id; `roles` maps role -> token string."""
 
@@ -41,6 +55,7 @@ class Tokenizer:
 
     def __init__(self, special_tokens=None, roles=None):
         self.special_tokens: dict[str, int] = dict(special_tokens or {})
+        check_vocab(self.special_tokens, "special tokens")
         self.roles: dict[str, str] = {r: t for r, t in (roles or {}).items() if t is not None}
         for role, tok in self.roles.items():
             if role not in ROLES:

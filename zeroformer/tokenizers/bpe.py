@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import regex
 
-from .base import Tokenizer
+from ..errors import UserError
+from .base import Tokenizer, check_vocab
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 CACHE_LIMIT = 200_000
@@ -84,8 +85,11 @@ class BPETokenizer(Tokenizer):
                  roles=None, add_prefix_space=False, ignore_merges=False, add_bos=False,
                  add_eos=False, chat_template=None):
         self.vocab = dict(vocab)
+        check_vocab(self.vocab)
         self.id_to_tok = {i: t for t, i in self.vocab.items()}
         self.merges = [tuple(m) for m in merges] if merges is not None else None
+        if any(len(m) != 2 or not all(isinstance(x, str) for x in m) for m in self.merges or ()):
+            raise ValueError("a merge is not a pair of strings")
         self._pair_ranks = {} if self.merges is None else \
             {m: r for r, m in reversed(list(enumerate(self.merges)))}
         self.patterns = list(patterns)
@@ -149,7 +153,8 @@ class BPETokenizer(Tokenizer):
         try:
             return [vocab[p] for p in parts]
         except KeyError as e:
-            raise ValueError(f"BPE vocabulary lacks the symbol {e.args[0]!r} (a byte token?)") from None
+            raise UserError(f"this BPE vocabulary lacks the symbol {e.args[0]!r} (a byte "
+                            "token?): it cannot encode the text") from None
 
     # ---- decoding and vocabulary -----------------------------------------------------------
     def _token_bytes(self, i: int) -> bytes:

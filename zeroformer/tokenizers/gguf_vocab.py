@@ -46,16 +46,37 @@ CONTROL, USER_DEFINED = 3, 4
 
 def open_gguf(path) -> tuple:
     """(reader, metadata) of a GGUF file: the one place a .gguf is opened (the model importer in
-    io/gguf_import.py uses it too). Metadata: every key/value, arrays as lists, strings decoded."""
+    io/gguf_import.py uses it too). Metadata: every key/value, arrays as lists, strings decoded.
+
+    The `gguf` package's reader trusts the file's counts: a read past the end of the file comes
+    back short instead of failing, so an array that claims 2^60 elements loops (almost) forever
+    and a tensor's data can be cut short. `_checked_reader` makes every such read an error."""
     try:
+        reader = _checked_reader()(str(path), "r")
+        return reader, {k: f.contents() for k, f in reader.fields.items()}
+    except (ValueError, IndexError, KeyError, OSError, UnicodeDecodeError, TypeError,
+            OverflowError, RecursionError) as e:  # numpy / struct errors of a damaged file
+        raise UserError(f"{path}: not a readable GGUF file (truncated or foreign?): "
+                        f"{type(e).__name__}: {e}") from None
+
+
+def _checked_reader():
+    """gguf.GGUFReader whose every read (`_get(offset, dtype, count)`) must lie in the file."""
+    try:
+        import numpy as np
         from gguf import GGUFReader
     except ImportError:  # pragma: no cover - gguf is a test/extra dependency
         raise UserError("reading .gguf files needs the `gguf` package: pip install gguf") from None
-    try:
-        reader = GGUFReader(str(path), "r")
-        return reader, {k: f.contents() for k, f in reader.fields.items()}
-    except (ValueError, IndexError, KeyError, OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a readable GGUF file (truncated or foreign?): {e}") from None
+
+    class CheckedReader(GGUFReader):
+        def _get(self, offset, dtype, count=1, *args, **kwargs):
+            end = int(offset) + np.dtype(dtype).itemsize * int(count)
+            if int(offset) < 0 or int(count) < 0 or end > len(self.data):
+                raise ValueError(f"{int(count)} x {np.dtype(dtype).name} at byte {int(offset)} "
+                                 f"run past the end of the file ({len(self.data)} bytes)")
+            return super()._get(offset, dtype, count, *args, **kwargs)
+
+    return CheckedReader
 
 
 def load_gguf_tokenizer(path, metadata=None) -> BPETokenizer:

@@ -26,6 +26,7 @@ the text (`Normalizer._no_rule`, decided per distinct character, cached).
 from __future__ import annotations
 
 import heapq
+import math
 import struct
 from array import array
 
@@ -39,8 +40,12 @@ _F32 = struct.Struct("<f")
 
 
 def f32(x: float) -> float:
-    """Round a Python float to the nearest float32 (the library sums scores in float)."""
-    return _F32.unpack(_F32.pack(x))[0]
+    """Round a Python float to the nearest float32 (the library sums scores in float); beyond
+    float32's range, +-inf as float arithmetic gives (a hostile file's scores can get there)."""
+    try:
+        return _F32.unpack(_F32.pack(x))[0]
+    except OverflowError:
+        return math.copysign(math.inf, x)
 
 
 def _prefix_match(text: str, pos: int, user: dict, max_len: int) -> int:

@@ -73,7 +73,7 @@ class Lattice:
     def backward(self, score):
         beta = np.full(self.n_nodes, -np.inf)
         beta[self.off[1:] - 1] = 0.0
-        start, end, piece = self.start[self.back], self.end[self.back], self.piece[self.back]
+        end, piece = self.end[self.back], self.piece[self.back]
         for lo, hi, g, sizes, nodes in self.bwd:
             beta[nodes] = _logsumexp_groups(beta[end[lo:hi]] + score[piece[lo:hi]], g, sizes)
         return beta

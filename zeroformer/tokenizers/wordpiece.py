@@ -33,7 +33,7 @@ import unicodedata
 from pathlib import Path
 
 from ..errors import UserError
-from .base import Tokenizer
+from .base import Tokenizer, check_vocab
 
 CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
               (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
@@ -73,6 +73,12 @@ class WordPieceTokenizer(Tokenizer):
     def __init__(self, vocab, unk_token="[UNK]", lowercase=True, strip_accents=None,
                  prefix="##", max_chars=100, special_tokens=None, roles=None, cleanup=True):
         self.vocab = dict(vocab)
+        check_vocab(self.vocab)
+        if not (isinstance(prefix, str) and isinstance(unk_token, str) and type(max_chars) is int):
+            raise ValueError("WordPiece prefix / unk_token / max_input_chars_per_word of the "
+                             "wrong type")
+        if unk_token not in self.vocab:
+            raise ValueError(f"the unknown token {unk_token!r:.40} is not in the vocabulary")
         self.cleanup = cleanup
         self.id_to_tok = {i: t for t, i in self.vocab.items()}
         self.lowercase = lowercase

@@ -123,20 +123,31 @@ class Trainer:
             ckpt.load_optimizer(self.optimizer, folder)
         self.step, self.log = int(state["step"]), list(state.get("log", []))
         self.unlogged = list(state.get("unlogged", [0.0, 0]))  # the next entry's mean spans it
+        if len(self.unlogged) != 2 or not all(type(x) in (int, float) for x in self.unlogged):
+            raise UserError(f"{folder / ckpt.STATE_FILE}: 'unlogged' is not [sum, count]")
         if state.get("budget") is not None:
             self.plan = budget.Plan.from_dict(state["budget"])
-        rng = state.get("rng", {})
-        if "python" in rng:
-            v, internal, gauss = rng["python"]
-            random.setstate((v, tuple(internal), gauss))
-        if "numpy" in rng:
-            kind, keys, pos, has_gauss, cached = rng["numpy"]
-            np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-        torch.set_rng_state(tensors["rng.torch"])
-        if self.device.type == "cuda" and "rng.cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self._restore_rng(folder, state.get("rng", {}), tensors)
         self.last_checkpoint = folder
         return self.step
+
+    def _restore_rng(self, folder: Path, rng: dict, tensors: dict) -> None:
+        """Set the python / numpy / torch RNG states saved by `save` (the libraries check them:
+        a state they refuse is a damaged file)."""
+        try:
+            if "python" in rng:
+                v, internal, gauss = rng["python"]
+                random.setstate((v, tuple(internal), gauss))
+            if "numpy" in rng:
+                kind, keys, pos, has_gauss, cached = rng["numpy"]
+                np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss,
+                                     cached))
+            torch.set_rng_state(tensors["rng.torch"])
+            if self.device.type == "cuda" and "rng.cuda" in tensors:
+                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        except (KeyError, TypeError, ValueError, OverflowError, IndexError, RuntimeError) as e:
+            raise UserError(f"{folder}: damaged random-number state in {ckpt.STATE_FILE} or "
+                            f"{ckpt.STATE_TENSORS_FILE} ({type(e).__name__}: {e})") from None
 
     def _check_compatible(self, folder: Path, state: dict) -> None:
         # an older checkpoint: ModelConfig reads its "extra"; absent training fields had their defaults
