@@ -132,8 +132,12 @@ class ModelConfig(DataclassJSON):
         check_field_types(self)
         for k, v in ids.items():
             setattr(self, k, v)
+        layerless = ("n_layer", "d_ff") if self.arch == "word2vec" else ()  # a table, no blocks
         for name in POSITIVE:
-            if getattr(self, name) is not None and getattr(self, name) < 1:
+            if name in layerless:
+                if getattr(self, name) < 0:
+                    raise UserError(f"config {name}={getattr(self, name)} must be >= 0")
+            elif getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"config {name}={getattr(self, name)} must be >= 1")
         if not (self.n_encoder_layer is None or self.n_encoder_layer >= 0) \
                 or self.type_vocab_size < 0 or self.position_offset < 0:

@@ -28,6 +28,7 @@ import regex
 import torch
 
 from ..errors import UserError
+from ..tokenizers.base import read_training_text
 from . import Recipe
 
 OPTIONS = dict(window=5, negative=5, sample=1e-3, min_count=5, epochs=5, cbow=False,
@@ -46,22 +47,12 @@ def vocabulary(words: list[str], min_count: int) -> list[str]:
 
 
 def read_corpus(train_cfg) -> str:
-    path = None
-    try:
-        if train_cfg.data:
-            path = train_cfg.data
-            with open(path, encoding="utf-8") as f:
-                return f.read()
-        from .. import data
+    """--data as UTF-8 text (UserError naming the file otherwise), default Shakespeare."""
+    if train_cfg.data:
+        return read_training_text([train_cfg.data])[0]
+    from .. import data
 
-        path = data.fetch("shakespeare") / "input.txt"
-        return path.read_text(encoding="utf-8")
-    except (FileNotFoundError, IsADirectoryError):
-        raise UserError(f"--data {path}: no such file") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    return read_training_text([data.fetch("shakespeare") / "input.txt"])[0]
 
 
 def options(train_cfg) -> dict:

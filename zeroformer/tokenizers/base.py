@@ -282,6 +282,8 @@ def read_training_text(files, desc="reading"):
         except UnicodeDecodeError as e:
             raise UserError(f"{p}: not valid UTF-8 text (byte {e.start}: {e.reason}); "
                             "convert it to UTF-8 first") from None
+        except OSError as e:
+            raise UserError(f"{p}: cannot read ({e.strerror or e})") from None
     return texts
 
 
