@@ -211,14 +211,24 @@ def _no_optimizer_metadata(path):
     save_file(load_file(str(path)), str(path))  # whole tensors, the param groups are gone
 
 
+def _nan_weight(path):
+    from safetensors.torch import save_file
+    tensors = load_file(str(path))
+    name = sorted(k for k, v in tensors.items() if v.is_floating_point())[0]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] = float("nan")   # a whole file, one value gone bad
+    save_file(tensors, str(path))
+
+
 @pytest.mark.parametrize("name, damage", [
     ("model.safetensors", _truncate),
+    ("model.safetensors", _nan_weight),
     ("model.safetensors", _bad_header),
     ("optimizer.safetensors", _truncate),
     ("optimizer.safetensors", _no_optimizer_metadata),
     ("trainer_state.safetensors", _truncate),
     ("trainer_state.json", lambda p: p.write_text('{"step": 6, "lo')),
-], ids=["model-truncated", "model-header", "optimizer-truncated", "optimizer-metadata",
+], ids=["model-truncated", "model-nan", "model-header", "optimizer-truncated", "optimizer-metadata",
         "rng-truncated", "state-json"])
 def test_damaged_checkpoint_falls_back_to_the_newest_whole_one(tmp_path, full9, capsys, name,
                                                                damage):

@@ -43,7 +43,7 @@ import torch
 from ..config import ModelConfig
 from ..errors import UserError
 from . import sharded
-from .files import (attach_tokenizer, build_checked, find_weights, load_strict, parse_dtype,
+from .files import (all_finite, attach_tokenizer, build_checked, find_weights, load_strict, parse_dtype,
                     read_json, read_weights, refuse_pickle, safetensors_header, stored_dtype,
                     stored_sizes, untied_state, write_folder, write_json_atomic,
                     write_safetensors)
@@ -254,7 +254,8 @@ def latest_checkpoint(out) -> Path | None:
 
 def check_resumable(folder) -> None:
     """Raise a UserError naming the first file resume needs from `folder` that is missing, not
-    JSON, or not a whole safetensors file (truncated, damaged header, no optimizer metadata)."""
+    JSON, or not a whole safetensors file (truncated, damaged header, no optimizer metadata), or
+    whose weights hold a NaN or an infinity."""
     folder = Path(folder)
     big = (sharded.INDEX_FILE,) if sharded.is_sharded(folder) else (MODEL_FILE, OPTIMIZER_FILE)
     for name in (CONFIG_FILE, STATE_FILE, *big):
@@ -265,7 +266,9 @@ def check_resumable(folder) -> None:
     if sharded.is_sharded(folder):
         sharded.pieces(folder)
         return
-    safetensors_header(folder / MODEL_FILE)
+    for name, t in read_weights([folder / MODEL_FILE]).items():
+        if t.is_floating_point() and not all_finite(t):
+            raise UserError(f"{folder / MODEL_FILE}: tensor {name} holds NaN or infinite values")
     _optimizer_meta(folder / OPTIMIZER_FILE)
 
 
