@@ -125,9 +125,9 @@ static float dot_row(const uint8_t *q, const uint16_t *d, const uint16_t *m, con
 #ifdef ZF_VNNI
 /* Row n of the weights against up to 4 activation rows at once (K % 64 == 0): each pair of
  * blocks is unpacked once and used for every row. y[r * ystride] for r < R. */
-static void dot_rows4(const uint8_t *q, const uint16_t *d, const uint16_t *m, const int8_t *a,
-                      const float *e, const float *s, int64_t K, int R, float *y,
-                      int64_t ystride) {
+static inline __attribute__((always_inline)) void dot_rows4(
+        const uint8_t *q, const uint16_t *d, const uint16_t *m, const int8_t *a, const float *e,
+        const float *s, int64_t K, const int R, float *y, int64_t ystride) {
     int64_t nb = K / 32;
     const __m512i low = _mm512_set1_epi8(0x0f), two = _mm512_set1_epi32(2);
     const __m512i pick = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
@@ -209,9 +209,14 @@ static void dot_all_rows(const uint8_t *q, const uint16_t *d, const uint16_t *m,
     int64_t nb = K / 32, r = 0;
 #ifdef ZF_VNNI
     if (K % 64 == 0 && R > 1) {
-        for (; r < R; r += 4)
-            dot_rows4(q, d, m, a + r * K, e + r * nb, s + r * nb, K, R - r < 4 ? (int)(R - r) : 4,
-                      y + r * N, N);
+        for (; r + 4 <= R; r += 4)   /* R a constant in each call: accumulators in registers */
+            dot_rows4(q, d, m, a + r * K, e + r * nb, s + r * nb, K, 4, y + r * N, N);
+        switch (R - r) {
+        case 3: dot_rows4(q, d, m, a + r * K, e + r * nb, s + r * nb, K, 3, y + r * N, N); break;
+        case 2: dot_rows4(q, d, m, a + r * K, e + r * nb, s + r * nb, K, 2, y + r * N, N); break;
+        case 1: dot_rows4(q, d, m, a + r * K, e + r * nb, s + r * nb, K, 1, y + r * N, N); break;
+        default: break;
+        }
         return;
     }
 #endif
