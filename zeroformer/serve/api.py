@@ -74,8 +74,7 @@ def make_app(state) -> FastAPI:
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        state.authorize(request)
-        req = parse(Completion, await read_json(request, state.max_body))
+        req = await accept(state, request, Completion)
         served = state.lm(req.model)
         prompt = req.prompt
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
@@ -89,8 +88,7 @@ def make_app(state) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        state.authorize(request)
-        req = parse(Chat, await read_json(request, state.max_body))
+        req = await accept(state, request, Chat)
         served = state.lm(req.model)
         messages = [{"role": m.role, "content": message_text(m)} for m in req.messages]
         ids = served.tok.encode(render(served.tok, messages))
@@ -98,8 +96,7 @@ def make_app(state) -> FastAPI:
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request):
-        state.authorize(request)
-        req = parse(Embeddings, await read_json(request, state.max_body))
+        req = await accept(state, request, Embeddings)
         served = state.encoder(req.model)
         texts = [req.input] if isinstance(req.input, str) else req.input
         if not texts:
@@ -115,6 +112,13 @@ def make_app(state) -> FastAPI:
                 "usage": {"prompt_tokens": n, "total_tokens": n}}
 
     return app
+
+
+async def accept(state, request: Request, schema):
+    """An API call's body: authorized (401), within the size limit (413), JSON (400), valid for
+    `schema` (400), in that order."""
+    state.authorize(request)
+    return parse(schema, await read_json(request, state.max_body))
 
 
 async def read_json(request: Request, limit: int):
