@@ -13,8 +13,9 @@ Your own parallel corpus: `zeroformer train translate --data train.tsv [--eval-d
 (e.g. --n_layer=2 --batch_size=8 --lr=3e-4 --dtype=bf16 --dropout=0.0; dashes work too:
 --batch-size=8). `zeroformer train --list` lists the recipes.
 
---dtype=auto (the default) trains under bf16 autocast on a CPU with native bf16 (avx512_bf16 or
-amx_bf16 in /proc/cpuinfo) or a GPU that supports it, in fp32 elsewhere; the run prints its choice
+--dtype=auto (the default) trains under bf16 autocast on a GPU that supports it and, for models
+with d_model >= 512, on a CPU with native bf16 (avx512_bf16 or amx_bf16 in /proc/cpuinfo); in fp32
+elsewhere (narrow models train faster in fp32 on a CPU); the run prints its choice
 (`dtype: ...`) and saves it, and --resume continues in the saved dtype. --dtype=fp32 forces fp32.
 
 Data parallel: `torchrun --standalone --nproc_per_node N -m zeroformer train RECIPE ...` trains on

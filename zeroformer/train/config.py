@@ -65,7 +65,8 @@ class TrainConfig(DataclassJSON):
     seed: int = 1337
     dtype: str = "fp32"           # fp32, bf16 autocast (weights and optimizer stay fp32), or
     #                               auto (`zeroformer train`'s default): bf16 where the hardware
-    #                               has it natively (train/machine.py:resolve_dtype), else fp32
+    #                               has it natively, on a CPU only for d_model >= 512
+    #                               (train/machine.py:resolve_dtype), else fp32
     device: str = "auto"          # auto (cuda if available), cpu, cuda, cuda:1, mps
     # scale-out (docs/distributed.md)
     fsdp: bool = False            # under torchrun: shard weights, gradients, AdamW state (FSDP2)

@@ -73,7 +73,7 @@ class Trainer:
         self.meta = dict(meta or {})  # e.g. {"recipe": "toy"}: stored in trainer_state.json
         self.world, self.device = distributed.init(resolve_device(cfg.device))
         self.asked_dtype = cfg.dtype
-        dtype, self.dtype_reason = resolve_dtype(cfg.dtype, self.device)
+        dtype, self.dtype_reason = resolve_dtype(cfg.dtype, self.device, task.model.config.d_model)
         self.cfg = cfg = dataclasses.replace(cfg, dtype=dtype)  # saved: what actually ran
         if self.device.type == "cpu":
             keep_freed_memory()
