@@ -110,3 +110,23 @@ def test_kept_attention_weights_are_distributions():
     assert w.shape == (1, 2, 4, 4)
     assert torch.allclose(w.sum(-1), torch.ones(1, 2, 4), atol=1e-6)
     assert (w.triu(1) == 0).all()
+
+
+@pytest.mark.parametrize("index", [[0, 1, 2, 3, 4, 5], [1, 0, 2, 3, 4, 5], [0, 0, 2, 3, 3, 5],
+                                   [2, 0, 1, 3, 4, 5], [5, 4, 3, 2, 1, 0], [1, 1, 1, 1, 1, 1],
+                                   [4, 1, 5], [0]])
+def test_kv_cache_reorder_equals_gathering_the_rows(index):
+    """Beam search's reorder: in place for the few rows that move (swaps, copies, cycles: each
+    reads the rows as they were), through a second buffer otherwise or when rows are dropped;
+    always k <- k[index] over the filled positions, and appending continues from there."""
+    torch.manual_seed(0)
+    cache = KVCache(6, 2, 9, 4, torch.float32, "cpu")
+    k, v = torch.randn(6, 2, 5, 4), torch.randn(6, 2, 5, 4)
+    cache.append(k, v)
+    idx = torch.tensor(index)
+    cache.reorder(idx)
+    assert cache.length == 5
+    assert torch.equal(cache.k[:, :, :5], k[idx]) and torch.equal(cache.v[:, :, :5], v[idx])
+    k2, v2 = torch.randn(len(index), 2, 1, 4), torch.randn(len(index), 2, 1, 4)
+    kk, vv = cache.append(k2, v2)
+    assert torch.equal(kk, torch.cat([k[idx], k2], 2)) and torch.equal(vv, torch.cat([v[idx], v2], 2))
