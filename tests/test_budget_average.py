@@ -141,6 +141,96 @@ def test_budgeted_resume_is_exact(tmp_path, monkeypatch):
     assert [e.get("lr") for e in full.log] == [e.get("lr") for e in resumed.log]
 
 
+# -- cooldown ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("schedule", ["noam", "constant", "cosine"])
+def test_cooldown_is_a_linear_tail_on_any_schedule(schedule):
+    cfg = TrainConfig(schedule=schedule, max_steps=100, warmup_steps=10, lr=1e-3, min_lr=1e-4)
+    cool = TrainConfig(**{**cfg.to_dict(), "cooldown": 0.2})     # S = 100 - 20 = 80
+    base = [lr_at(t, cfg, 128) for t in range(1, 101)]
+    tail = [lr_at(t, cool, 128) for t in range(1, 101)]
+    assert tail[:80] == base[:80]
+    for t in range(81, 101):
+        assert tail[t - 1] == pytest.approx(base[t - 1] * (101 - t) / 21)
+    assert lr_at(95, cool, 128, start=90) == pytest.approx(base[94] * 6 / 11)  # a re-planned S
+    for bad in (1.0, -0.1):
+        with pytest.raises(UserError, match="cooldown"):
+            TrainConfig(cooldown=bad)
+
+
+class FakeTime:
+    """budget.py's clock: each training batch drawn takes `per_batch` seconds."""
+
+    def __init__(self, per_batch):
+        self.now, self.per_batch = 1000.0, per_batch
+
+    def perf_counter(self):
+        return self.now
+
+
+def clocked_toy(fake, **over):
+    task, cfg = toy(**over)
+    draw = task.train_batch
+
+    def timed(index):
+        fake.now += fake.per_batch
+        return draw(index)
+
+    task.train_batch = timed
+    return task, cfg
+
+
+@pytest.mark.parametrize("per_step,start,end", [(2.0, 40, 50), (0.5, 80, 200)])
+def test_budget_cooldown_replans_the_end(tmp_path, monkeypatch, capsys, per_step, start, end):
+    """Calibration says 1 s a step (100 steps in 100 s, cooldown from step 80). Steps of 2 s:
+    at 80 s (step 40) the end is planned again, 40 + 20 s / 2 s = 50. Steps of 0.5 s: step 80
+    comes first (40 s), 80 + 60 s / 0.5 s = 200. The lr decays from there to the end, where the
+    clock stops the run; a resume after the re-plan is exact."""
+    fake = FakeTime(per_step)
+    monkeypatch.setattr(budget, "time", fake)
+    monkeypatch.setattr(budget, "calibrate", lambda trainer: 1.0)
+    over = dict(time_budget=100.0, max_steps=60, warmup_steps=5, cooldown=0.2, save_every=2,
+                schedule="constant", lr=1e-3, progress=False)
+    task, cfg = clocked_toy(fake, **over)
+    full = Trainer(task, cfg, tmp_path / "full")
+    result = full.fit()
+    assert (full.plan.cooldown_start, full.plan.steps, result["step"]) == (start, end, end)
+    assert f"cooldown from step {start}, the end re-planned at step {end}" in \
+        capsys.readouterr().err
+    lrs = {e["step"]: e["lr"] for e in full.log if "lr" in e}
+    n = end + 1 - start
+    assert lrs[start] == pytest.approx(1e-3) and lrs[start + 1] == pytest.approx(1e-3 * (n - 1) / n)
+    assert lrs[end] == pytest.approx(1e-3 / n)
+    state = json.loads((result["checkpoint"] / "trainer_state.json").read_text())
+    assert state["budget"]["cooldown_start"] == start and state["budget"]["steps"] == end
+
+    fake.now = 1000.0
+    task, cfg = clocked_toy(fake, **over)
+    original = task.train_batch
+
+    def crashing(index):
+        if index >= start + 5:
+            raise Interrupted
+        return original(index)
+
+    task.train_batch = crashing
+    with pytest.raises(Interrupted):
+        Trainer(task, cfg, tmp_path / "resumed").fit()
+    task, cfg = clocked_toy(fake, **over)
+    resumed = Trainer(task, cfg, tmp_path / "resumed")
+    resumed.fit(resume=True)
+    assert (resumed.plan.cooldown_start, resumed.plan.steps, resumed.step) == (start, end, end)
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+def test_a_damaged_cooldown_in_the_plan_is_refused():
+    good = Plan(100.0, 50, 5, 1.0, 10.0, 40).to_dict()
+    assert Plan.from_dict(good).cooldown_start == 40
+    for bad in (60, -1, "x", 1e400):
+        with pytest.raises(UserError, match="damaged time-budget plan"):
+            Plan.from_dict({**good, "cooldown_start": bad})
+
+
 # -- averaging -----------------------------------------------------------------------------------
 def test_average_last_is_the_mean_of_the_checkpoints(tmp_path):
     task, cfg = toy(max_steps=5, save_every=1, keep_checkpoints=1, average_last=3)

@@ -23,6 +23,20 @@ timing again: every step's learning rate is a pure function of the step and the 
 resume is exact step for step, like any run. Under a budget, `max_steps` is only the length the recipe's
 warmup was set for; the budget decides the length.
 
+With a cooldown (TrainConfig.cooldown = c: the lr decays linearly to 0 over the run's last part,
+schedules.py), the end must be known more exactly than a few timed passes can tell (evaluations,
+checkpoint writes and the optimizer are not in them; the last session planned 3,018 steps and
+had time for 2,651). So the end is planned a second time, once, where the cooldown begins: at
+the first step at which the clock has spent (1 - c) of the budget or the first plan's cooldown
+start N - round(c N) is reached, whichever comes first,
+
+    steps = step + max(1, floor((budget - spent) / t))     t = this session's seconds per step
+                                                              so far (all included)
+    cooldown_start = step
+
+and saved in the plan like the rest (`replan`): the lr of every later step is again a pure
+function of the step and the saved plan.
+
 The stop is by the clock: the run ends after the step at which the training time spent (summed
 over resumed sessions and saved with each checkpoint) reaches the budget, or at the planned step
 count, whichever comes first (a fresh run trains at least one step, even when measuring took
@@ -74,6 +88,7 @@ class Plan:
     warmup: int           # the schedule's warmup_steps
     step_time_s: float    # the measured time of one optimizer step
     used_s: float = 0.0   # training seconds spent so far (all sessions)
+    cooldown_start: int | None = None   # the step where the cooldown began (re-planned there)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,9 +96,14 @@ class Plan:
     @classmethod
     def from_dict(cls, d: dict) -> "Plan":
         try:
-            return cls(float(d["seconds"]), int(d["steps"]), int(d["warmup"]),
-                       float(d["step_time_s"]), float(d.get("used_s", 0.0)))
-        except (KeyError, TypeError, ValueError):
+            start = d.get("cooldown_start")
+            plan = cls(float(d["seconds"]), int(d["steps"]), int(d["warmup"]),
+                       float(d["step_time_s"]), float(d.get("used_s", 0.0)),
+                       None if start is None else int(start))
+            if plan.steps < 1 or not 0 <= (plan.cooldown_start or 0) <= plan.steps:
+                raise ValueError
+            return plan
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise UserError(f"trainer_state.json: a damaged time-budget plan {d!r}") from None
 
 
@@ -100,10 +120,11 @@ def make_plan(seconds: float, step_time: float, spent: float, max_steps: int,
 
 class Clock:
     """Training seconds spent: `used_before` (earlier sessions of a resumed run) plus the time
-    since this session's clock started."""
+    since this session's clock started (at step `first_step`)."""
 
-    def __init__(self, used_before: float = 0.0):
+    def __init__(self, used_before: float = 0.0, first_step: int = 0):
         self.used_before, self.t0 = used_before, time.perf_counter()
+        self.first_step = first_step
 
     def used(self) -> float:
         return self.used_before + time.perf_counter() - self.t0
@@ -144,7 +165,7 @@ def start(trainer, main: bool):
     cfg = trainer.cfg
     if not cfg.time_budget:
         return cfg
-    trainer.clock = Clock(trainer.plan.used_s if trainer.plan else 0.0)
+    trainer.clock = Clock(trainer.plan.used_s if trainer.plan else 0.0, trainer.step)
     if trainer.plan is None:
         trainer.plan = make_plan(cfg.time_budget, calibrate(trainer), trainer.clock.used(),
                                  cfg.max_steps, cfg.warmup_steps,
@@ -166,6 +187,32 @@ def scheduled_config(cfg, plan: Plan):
         factor *= math.sqrt(plan.warmup / cfg.warmup_steps)
     return dataclasses.replace(cfg, max_steps=plan.steps, warmup_steps=plan.warmup,
                                noam_factor=factor)
+
+
+def replan(trainer, run, step: int):
+    """At the cooldown's first step (module docstring), plan the end again from the time per
+    step measured so far; returns the TrainConfig the loop runs from now on, or None (nothing to
+    do: no budget, no cooldown, already done, or not yet). Every rank calls it after every step
+    and they agree (the flag and the mean time per step are all-reduced)."""
+    from .schedules import cooldown_start
+
+    plan = trainer.plan
+    if plan is None or not run.cooldown or plan.cooldown_start is not None:
+        return None
+    clock = trainer.clock
+    used = clock.used()
+    due = used >= (1.0 - run.cooldown) * plan.seconds or step >= cooldown_start(run)
+    per_step = (used - clock.used_before) / max(1, step - clock.first_step)
+    if trainer.world.size > 1:
+        from . import distributed
+
+        due_sum, per_sum = distributed.all_sum([float(due), per_step], trainer.device)
+        due, per_step = due_sum > 0, per_sum / trainer.world.size
+    if not due:
+        return None
+    plan.steps = step + max(1, math.floor(max(0.0, plan.seconds - used) / max(per_step, 1e-9)))
+    plan.cooldown_start = step
+    return scheduled_config(trainer.cfg, plan)
 
 
 def out_of_time(trainer) -> bool:

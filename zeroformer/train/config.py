@@ -43,6 +43,8 @@ class TrainConfig(DataclassJSON):
     min_lr: float = 1e-4          # cosine floor
     warmup_steps: int = 100
     noam_factor: float = 1.0      # the scale factor of the paper's schedule
+    cooldown: float = 0.0         # the last fraction of the run: any schedule's lr x a linear
+    #                               decay to 0 (warmup-stable-decay); 0 = off (schedules.py)
     # AdamW (decoupled weight decay; zeroformer/train/optim.py), or plain SGD (word2vec)
     optimizer: str = "adamw"      # adamw | sgd (theta <- theta - lr * g; no momentum)
     weight_decay: float = 0.1     # on weight matrices only; not biases, norms, embeddings
@@ -98,5 +100,7 @@ class TrainConfig(DataclassJSON):
                             "sharded): average after `zeroformer convert`")
         if not 0.0 <= self.scheduled_sampling <= 1.0:
             raise UserError(f"scheduled_sampling must be in [0, 1] (got {self.scheduled_sampling})")
+        if not 0.0 <= self.cooldown < 1.0:
+            raise UserError(f"cooldown must be in [0, 1) (a fraction of the run; got {self.cooldown})")
         if self.schedule == "noam" and self.warmup_steps < 1:
             raise UserError("schedule=noam needs warmup_steps >= 1")

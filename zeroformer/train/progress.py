@@ -25,6 +25,11 @@ class Progress:
                                  refresh=False)
         self.bar.update(1)
 
+    def set_total(self, total: int) -> None:
+        """A new planned end (a time budget's re-plan)."""
+        self.bar.total = total
+        self.bar.refresh()
+
     def write(self, line: str) -> None:
         """A log line that does not break the bar (stderr)."""
         if self.bar.disable:

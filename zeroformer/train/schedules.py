@@ -12,6 +12,12 @@ cosine (linear warmup, then cosine decay):
 constant: the same linear warmup, then lr.
 linear_decay (word2vec, Mikolov et al. 2013; gensim's alpha -> min_alpha): the same warmup, then
     lr(t) = lr - (lr - min_lr) * (t - warmup) / (max_steps - warmup)      down to min_lr at max_steps
+
+cooldown c > 0 (TrainConfig.cooldown; "warmup-stable-decay", Hagele et al. 2024): any schedule's
+lr(t) times a linear decay over the last steps, from S = the cooldown's first step to the end N:
+    tail(t) = 1                          t <= S
+    tail(t) = (N + 1 - t) / (N + 1 - S)  S < t <= N          (1 -> 1 / (N + 1 - S) at the end)
+S = N - round(c * N), or under a time budget the step at which budget.py re-planned the end.
 """
 
 from __future__ import annotations
@@ -45,12 +51,26 @@ def linear_decay(t: int, lr: float, min_lr: float, warmup: int, max_steps: int) 
     return lr - (lr - min_lr) * (t - warmup) / max(1, max_steps - warmup)
 
 
-def lr_at(t: int, cfg, d_model: int) -> float:
-    """The learning rate for optimizer step `t` under TrainConfig `cfg`."""
+def cooldown_tail(t: int, start: int, end: int) -> float:
+    return 1.0 if t <= start else max(0.0, (end + 1 - t) / (end + 1 - start))
+
+
+def cooldown_start(cfg) -> int:
+    """S for TrainConfig `cfg` (the module docstring): max_steps when there is no cooldown."""
+    return cfg.max_steps - round(cfg.cooldown * cfg.max_steps)
+
+
+def lr_at(t: int, cfg, d_model: int, start: int | None = None) -> float:
+    """The learning rate for optimizer step `t` under TrainConfig `cfg` (`start`: the cooldown's
+    first step when a time budget fixed it, else cooldown_start(cfg))."""
     if cfg.schedule == "noam":
-        return noam(t, d_model, cfg.warmup_steps, cfg.noam_factor)
-    if cfg.schedule == "cosine":
-        return warmup_cosine(t, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
-    if cfg.schedule == "linear_decay":
-        return linear_decay(t, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
-    return constant(t, cfg.lr, cfg.warmup_steps)
+        lr = noam(t, d_model, cfg.warmup_steps, cfg.noam_factor)
+    elif cfg.schedule == "cosine":
+        lr = warmup_cosine(t, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
+    elif cfg.schedule == "linear_decay":
+        lr = linear_decay(t, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
+    else:
+        lr = constant(t, cfg.lr, cfg.warmup_steps)
+    if cfg.cooldown > 0:
+        lr *= cooldown_tail(t, cooldown_start(cfg) if start is None else start, cfg.max_steps)
+    return lr

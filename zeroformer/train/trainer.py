@@ -254,9 +254,11 @@ class Trainer:
         # a budget already spent before a resumed run's first step: nothing more to train (a fresh
         # run trains at least one step, however long the step-time measurement took)
         end = self.step if resume and budget.out_of_time(self) else run.max_steps
+        step = self.step
         try:
-            for step in range(self.step + 1, end + 1):
-                lr = lr_at(step, run, d_model)
+            while step < end:
+                step += 1
+                lr = lr_at(step, run, d_model, self.plan.cooldown_start if self.plan else None)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 if self.world.size > 1:
@@ -275,6 +277,13 @@ class Trainer:
                 self.step = step
                 self.unlogged = [self.unlogged[0] + step_loss, self.unlogged[1] + 1]
                 bar.update(step_tokens, step_loss, lr)
+                replanned = budget.replan(self, run, step)   # a budget's cooldown begins
+                if replanned is not None:
+                    run, end = replanned, replanned.max_steps
+                    bar.set_total(end)
+                    if main:
+                        bar.write(f"time budget: cooldown from step {step}, the end re-planned "
+                                  f"at step {end}")
                 last = step == run.max_steps or budget.out_of_time(self)
                 if (cfg.log_every and step % cfg.log_every == 0) or last:
                     entry = {"step": step, "loss": self.unlogged[0] / self.unlogged[1], "lr": lr,
