@@ -132,8 +132,8 @@ class KVCache:
             if moved.numel() < n // 2:
                 if moved.numel():
                     src = index.index_select(0, moved)
-                    self.k[moved, :, :t] = self.k[src, :, :t]
-                    self.v[moved, :, :t] = self.v[src, :, :t]
+                    for cache in (self.k[:, :, :t], self.v[:, :, :t]):
+                        cache.index_copy_(0, moved, cache.index_select(0, src))
                 return
         spare = getattr(self, "_spare", None)  # a second buffer pair, reused: no allocation
         if spare is None or spare[0].size(0) != n:
