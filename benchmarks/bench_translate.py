@@ -22,6 +22,7 @@
 
     .venv/bin/python benchmarks/bench_translate.py                  # defaults (about 15 min)
     .venv/bin/python benchmarks/bench_translate.py --budget-s 60 --beam-sentences 32  # quick
+    .venv/bin/python benchmarks/bench_translate.py --seeds 1234,1,2 --skip-beam  # 3 seeds, means
     .venv/bin/python benchmarks/bench_translate.py --skip-train --beam-model RUN --threads 1 \
         --beam-sentences 389 --beam-batch 1,16,32,64       # beam search only, a trained model
 """
@@ -109,6 +110,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds: part 1 for each, then "
+                    "the means (e.g. 1234,1,2)")
+    ap.add_argument("--skip-beam", action="store_true", help="only part 1")
     ap.add_argument("--skip-train", action="store_true",
                     help="only the beam-search timing (needs --beam-model)")
     ap.add_argument("--beam-model", metavar="DIR", help="translator for the beam-search timing "
@@ -139,20 +143,41 @@ def main():
     t0 = time.perf_counter()
     tok = BPETokenizer.train([s for s, _ in train] + [t for _, t in train], args.vocab,
                              special_tokens=("<pad>", "</s>"))
-    pad, eos = tok.token_to_id("<pad>"), tok.token_to_id("</s>")
     print(f"tokenizer: {tok.vocab_size} tokens in {time.perf_counter() - t0:.1f}s")
+    seeds = [int(x) for x in str(args.seeds or args.seed).split(",")]
+    scores = [train_compare(args, seed, tok, train, valid, test, tmp, MarianMTModel, export)
+              for seed in seeds]
+    if len(seeds) > 1:
+        print(f"\n== mean of {len(seeds)} seeds ({', '.join(map(str, seeds))}) ==")
+        for name in ("zeroformer", "MarianMTModel"):
+            mean = {k: sum(sc[name][k] for sc in scores) / len(scores)
+                    for k in ("steps", "val_loss", "bleu", "chrf")}
+            print(f"{name:>14}: {mean['steps']:7.1f} steps  val_loss {mean['val_loss']:.3f}  "
+                  f"test BLEU {mean['bleu']:.2f}  chrF {mean['chrf']:.2f}")
+        won = sum(sc["zeroformer"]["bleu"] > sc["MarianMTModel"]["bleu"] and
+                  sc["zeroformer"]["val_loss"] < sc["MarianMTModel"]["val_loss"] for sc in scores)
+        print(f"  ours ahead on both val_loss and BLEU in {won} of {len(seeds)} seeds")
+    if not args.skip_beam:
+        beam_benchmark(args, root, tmp, scores[-1]["model"], MarianMTModel, export)
+
+
+def train_compare(args, seed, tok, train, valid, test, tmp, MarianMTModel, export) -> dict:
+    """Part 1 for one seed (initial weights, batch order, dropout): {name: {steps, val_loss,
+    bleu, chrf}, "model": ours trained}."""
+    pad, eos = tok.token_to_id("<pad>"), tok.token_to_id("</s>")
+    print(f"\n-- seed {seed} --")
     cfg = zeroformer.preset("transformer-small", vocab_size=tok.vocab_size, n_layer=args.layers,
                             n_encoder_layer=args.layers, d_model=args.d_model, n_head=args.heads,
                             d_ff=args.d_ff, max_seq_len=128, dropout=0.1, pad_token_id=pad,
                             eos_token_id=eos, decoder_start_token_id=pad, sinusoidal_layout="split")
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     ours = build_model(cfg)
     ours.tokenizer = tok
-    export(ours, tmp / "init")                       # the same initial weights for both
-    theirs = MarianAsOurs(MarianMTModel.from_pretrained(tmp / "init"), cfg)
+    export(ours, tmp / f"init-{seed}")                       # the same initial weights for both
+    theirs = MarianAsOurs(MarianMTModel.from_pretrained(tmp / f"init-{seed}"), cfg)
     pairs = encode_pairs(tok, train, eos, max_len=80, max_ratio=3.0)
     task = TranslationTask(ours, tok, pairs, valid, batch_tokens=args.batch_tokens,
-                           seed=args.seed)
+                           seed=seed)
     n_params = sum(p.numel() for p in ours.parameters())
     print(f"model: {args.layers}+{args.layers} layers, d_model {args.d_model}, d_ff {args.d_ff}, "
           f"{args.heads} heads, {n_params / 1e6:.2f}M parameters; {len(pairs)} training pairs, "
@@ -165,7 +190,7 @@ def main():
 
     runs = {"zeroformer": (ours, adam(ours), {"step": 0, "time": 0.0}),
             "MarianMTModel": (theirs, adam(theirs), {"step": 0, "time": 0.0})}
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     while any(s["time"] < args.budget_s for _, _, s in runs.values()):
         for name, (m, opt, s) in runs.items():
             if s["time"] < args.budget_s:
@@ -174,7 +199,7 @@ def main():
         print("  " + "  |  ".join(f"{n}: step {s['step']} loss {s.get('loss', 0):.3f} "
                                   f"({s['time']:.0f}s)" for n, (_, _, s) in runs.items()),
               flush=True)
-    export_dir = tmp / "theirs"
+    export_dir = tmp / f"theirs-{seed}"
     theirs.hf.save_pretrained(export_dir)
     theirs_as_ours = zeroformer.load(export_dir)
     print(f"\n== training: same data, batches, tokenizer, init and {args.budget_s:.0f}s budget "
@@ -187,14 +212,13 @@ def main():
         hyps = translate(decoder, tok, [s for s, _ in test], beams=1)
         bleu, chrf = bleu_chrf(hyps, [t for _, t in test])
         s = runs[name][2]
-        results[name] = bleu
+        results[name] = {"steps": s["step"], "val_loss": vl, "bleu": bleu, "chrf": chrf}
         print(f"{name:>14}: {s['step']:5d} steps ({s['step'] / s['time']:.3f} steps/s)  "
               f"val_loss {vl:.3f}  test BLEU {bleu:.2f}  chrF {chrf:.2f}  (greedy, "
               f"{len(test)} verses)")
     print(f"  steps ratio ours/Marian {runs['zeroformer'][2]['step'] / max(1, runs['MarianMTModel'][2]['step']):.2f}x;"
-          f"  BLEU ours - Marian {results['zeroformer'] - results['MarianMTModel']:+.2f}")
-
-    beam_benchmark(args, root, tmp, ours, MarianMTModel, export)
+          f"  BLEU ours - Marian {results['zeroformer']['bleu'] - results['MarianMTModel']['bleu']:+.2f}")
+    return {**results, "model": ours}
 
 
 def beam_benchmark(args, root, tmp, ours, MarianMTModel, export):
