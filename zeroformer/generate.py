@@ -186,8 +186,13 @@ def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, nu
     for step in range(max_new_tokens):
         logp = session.step(feed, mask).float().log_softmax(-1)                 # (R*K, V)
         v = logp.size(-1)
-        cand = (scores.view(-1, 1) + logp).view(len(rows), k * v)
-        top_scores, top_idx = cand.topk(2 * k, dim=-1)                          # (B, 2K)
+        # the 2K best continuations of a sentence are among the 2K best of each of its beams:
+        # rank those (R*K, 2K) instead of adding the score to every (R*K, V) entry
+        beam_lp, beam_tok = logp.topk(min(2 * k, v), dim=-1)                   # (R*K, 2K)
+        cand = (scores.view(-1, 1) + beam_lp).view(len(rows), -1)               # (R, K*2K)
+        top_scores, pick = cand.topk(2 * k, dim=-1)                             # (R, 2K)
+        top_tok = beam_tok.view(len(rows), -1).gather(1, pick)
+        top_idx = (pick // beam_tok.size(1)) * v + top_tok                      # beam * V + tok
         top_scores, top_idx = top_scores.tolist(), top_idx.tolist()
         next_beam, next_tok, next_score = [], [], []
         norm = length_divisor(step + 1, length_penalty, length_norm)

@@ -105,7 +105,10 @@ class EncoderDecoder(GenerativeModel):
             return h
         if last_only:
             h = h[:, -1:]
-        return self.lm_head(h) + self.final_logits_bias.to(h.dtype)
+        logits = self.lm_head(h)
+        if self.final_logits_bias.any():   # adding zeros (our own models) changes nothing
+            logits = logits + self.final_logits_bias.to(h.dtype)
+        return logits
 
     def forward(self, src_ids, tgt_ids, src_mask=None, tgt_mask=None, return_hidden=False):
         """Teacher forcing: src_ids (B, S), tgt_ids (B, T) -> logits (B, T, V) (the decoder's
