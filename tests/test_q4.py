@@ -3,7 +3,8 @@
 - Q4Linear: y = sum_b (d q + m) e a, with the activations' int8 blocks (e = max|x| / 127,
   a = round(x / e)) computed in this file, in float64: equal up to float32 summation order;
 - LlamaStep (one decoding step of a LLaMA-style decoder in one C call) against the module path
-  (nn/blocks.py with the same Q4Linear layers): the same greedy tokens and logits within 1e-4,
+  (nn/blocks.py with the same Q4Linear layers): the same greedy tokens, logits within one int8
+  rounding flip of an activation (the paths round floats differently, ~1e-7),
   at 1 and 2 threads, over two generate calls in a row (each call has a new KV cache).
 """
 
@@ -32,8 +33,9 @@ def _reference(layer: q4.Q4Linear, x: torch.Tensor) -> torch.Tensor:
     return y if layer.bias is None else y + layer.bias.double()
 
 
-@pytest.mark.parametrize("k", [64, 128, 576, 1088, 96])   # 2, 4, 18 (a 2-block tail), 34, 3 blocks
-@pytest.mark.parametrize("rows", [1, 3, 6])
+# blocks: 2, 4, 18 (chunks 16 + 2), 34 (16 + 16 + 2), 46 (16 + 16 + 8 + 4 + 2), 3 (portable loop)
+@pytest.mark.parametrize("k", [64, 128, 576, 1088, 1472, 96])
+@pytest.mark.parametrize("rows", [1, 3, 8, 13])     # 13 rows: a tile of 8, then 5
 def test_q4_linear_equals_its_formula(k, rows):
     torch.manual_seed(k + rows)
     lin = torch.nn.Linear(k, 40, bias=True)
@@ -86,10 +88,13 @@ def test_fused_step_equals_module_path(threads):
                     assert torch.equal(ta, tb)
                     la = fast(ta, cache=cache_a, last_only=True)[:, -1]
                     lb = slow(tb, cache=cache_b, last_only=True)[:, -1]
-                    torch.testing.assert_close(la, lb, rtol=1e-4, atol=1e-4 * lb.abs().max().item())
+                    # float rounding differs (C vs torch norms, attention): ~1e-7, which can move
+                    # one activation across an int8 rounding boundary (a jump of e |w|, seen
+                    # ~1e-2 of the largest logit, at a rate of ~1 in 60 steps here)
+                    torch.testing.assert_close(la, lb, rtol=1e-4, atol=3e-2 * lb.abs().max().item())
             assert cache_a.length == cache_b.length == len(prompt) + 30
             for x, y in zip(cache_a, cache_b):
-                torch.testing.assert_close(x.self_kv.k, y.self_kv.k, rtol=1e-4, atol=1e-4)
+                torch.testing.assert_close(x.self_kv.k, y.self_kv.k, rtol=1e-4, atol=3e-2)
             a = fast.generate(ids, max_new_tokens=20, eos_token_id=-1)
             b = slow.generate(ids, max_new_tokens=20, eos_token_id=-1)
             assert torch.equal(a, b)

@@ -22,6 +22,7 @@ the weights dequantized to bf16 (one matrix product beats many matrix-vector pro
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import subprocess
@@ -98,13 +99,47 @@ def available() -> bool:
     return _lib is not None and bool(_lib.zf_q4_has_vnni())
 
 
+@functools.lru_cache(maxsize=None)
+def code_order(k: int) -> torch.Tensor:
+    """(K,) long, K % 64 == 0: the natural index (32 b + j) of the code at each position of the
+    kernel's layout (q4_kernel.c, at chunk_len): blocks in chunks of c = 16 (then 8, 4, 2);
+    position 32 c0 + 64 v + 4 L + t of the chunk at block c0 holds block c0 + L mod c, weight
+    4 (v 16/c + L // c) + t, so each 32-bit lane of the kernel's vpdpbusd sums one block."""
+    nb, order, c0 = k // 32, [0] * k, 0
+    while c0 < nb:
+        c = next(n for n in (16, 8, 4, 2) if nb - c0 >= n)
+        per = 16 // c
+        for pos in range(32 * c):
+            v, lane, t = pos // 64, pos % 64 // 4, pos % 4
+            order[32 * c0 + pos] = 32 * (c0 + lane % c) + 4 * (v * per + lane // c) + t
+        c0 += c
+    return torch.tensor(order)
+
+
 def pack_q4(q: torch.Tensor) -> torch.Tensor:
-    """q (N, K) codes 0..15 -> (N, K/2) uint8 in the kernel's order: for each pair of blocks of 32
-    (b, b+1), 32 bytes; byte i < 16 = q[32b+i] | q[32b+16+i] << 4, byte 16+i the same for b+1.
-    (K not a multiple of 64: each block's 16 bytes on their own, the same nibble rule.)"""
+    """q (N, K) codes 0..15 -> (N, K/2) uint8 in the kernel's order. K % 64 == 0: the codes in
+    code_order(K), each 64 of them as 32 bytes, byte i = code i | code (32 + i) << 4. Other K:
+    each block of 32 as 16 bytes, byte i = q[32b+i] | q[32b+16+i] << 4."""
     n, k = q.shape
-    qb = q.to(torch.uint8).view(n, k // 32, 2, 16)          # (N, blocks, low/high half, 16)
-    return (qb[:, :, 0] | (qb[:, :, 1] << 4)).reshape(n, k // 2).contiguous()
+    q = q.to(torch.uint8)
+    if k % 64 == 0:
+        qv = q[:, code_order(k)].view(n, k // 64, 2, 32)        # (N, vectors, low/high, 32)
+    else:
+        qv = q.view(n, k // 32, 2, 16)                          # (N, blocks, low/high half, 16)
+    return (qv[:, :, 0] | (qv[:, :, 1] << 4)).reshape(n, k // 2).contiguous()
+
+
+def unpack_q4(packed: torch.Tensor, k: int) -> torch.Tensor:
+    """pack_q4's inverse: (N, K/2) uint8 -> (N, K) codes in natural order."""
+    n = packed.size(0)
+    half = 32 if k % 64 == 0 else 16
+    p = packed.view(n, k // (2 * half), half)
+    codes = torch.stack([p & 15, p >> 4], 2).view(n, k)
+    if k % 64 == 0:
+        out = torch.empty_like(codes)
+        out[:, code_order(k)] = codes
+        return out
+    return codes
 
 
 class Q4Linear(nn.Module):
@@ -140,8 +175,7 @@ class Q4Linear(nn.Module):
     def dequantized(self) -> torch.Tensor:
         """The float32 weight (out, in) these codes stand for: d q + m."""
         n, k = self.out_features, self.in_features
-        p = self.weight_q4.view(n, k // 32, 16)
-        q = torch.stack([p & 15, p >> 4], 2).view(n, k // 32, 32).float()
+        q = unpack_q4(self.weight_q4, k).view(n, k // 32, 32).float()
         return (q * self.d.float()[..., None] + self.m.float()[..., None]).view(n, k)
 
     def bf16_weight(self) -> torch.Tensor:

@@ -8,11 +8,12 @@
  *     y[r, n] = sum_b d[n,b] e[r,b] (sum_j q a)  +  m[n,b] e[r,b] (sum_j a)
  * The inner sum_j q a is 64 byte products per instruction (vpdpbusd: unsigned q times signed a).
  *
- * Packing of q (done in Python, nn/q4.py): each pair of blocks (b, b+1) is 32 bytes; byte i < 16
- * holds q[32b + i] (low nibble) and q[32b + 16 + i] (high nibble), byte 16 + i the same for b+1.
- * The quantized activations are stored permuted to match the unpacked nibbles (see quantize_x).
- * K must be a multiple of 64 for the vector path (SmolLM2, LLaMA: 576, 1536, 2048...); other K
- * take the portable loop.
+ * The int32 sums of a block are exact, so a chunk of up to 16 blocks is summed in int32 and
+ * scaled by d e once per chunk (the layout below, before quantize_x).
+ *
+ * Packing of q (done in Python, nn/q4.py:pack_q4) and of the quantized activations (quantize_x):
+ * K % 64 == 0, the chunked layout described at chunk_len (SmolLM2, LLaMA: 576, 1536, 2048...);
+ * other K take the portable loop, each block's 16 bytes holding q[32b + i] | q[32b + 16 + i] << 4.
  */
 #include <math.h>
 #include <stdint.h>
@@ -43,207 +44,228 @@ int zf_q4_has_vnni(void) {
 #endif
 }
 
-/* x (K,) float -> a (K,) int8 in the packed order of each block pair, e (K/32,) scales,
- * s (K/32,) = e * sum(a) of the block. Order within a pair (b, b+1), 64 bytes:
- *   [b: 0..15][b+1: 0..15][b: 16..31][b+1: 16..31]    (matches the unpacked nibbles) */
+/* The vector layout (K % 64 == 0). The K/32 blocks of a row go in chunks: of 16 blocks while 16
+ * are left, then of 8, 4, 2 (K/32 is even). A chunk of c blocks starting at block c0 is c/2
+ * vectors of 64 codes (32 packed bytes each: byte i holds code i in its low nibble and code
+ * 32 + i in its high one); code P of vector v sits in 32-bit lane L = P / 4, byte t = P % 4, and is
+ *     q[block c0 + L mod c, weight 4 (v 16/c + L / c) + t]
+ * so each lane of vpdpbusd sums products of ONE block: a chunk's int32 sums over its c/2
+ * vectors are the blocks' exact dot products (lanes L and L + c of one block when c < 16), and
+ * the float scaling d e runs once per chunk and row instead of once per vector. The int8
+ * activations are stored in the same order (quantize_x), nn/q4.py:pack_q4 packs the weights. */
+static inline int chunk_len(int64_t left) {
+    return left >= 16 ? 16 : left >= 8 ? 8 : left >= 4 ? 4 : 2;
+}
+
+/* Where weights 4g..4g+3 of block bl of a chunk of c blocks go (one 32-bit lane), as an offset
+ * from the chunk's first code (32 c0): vector g / (16/c), lane bl + c (g mod 16/c). */
+static inline int64_t lane_pos(int c, int bl, int g) {
+    int sh = c == 16 ? 0 : c == 8 ? 1 : c == 4 ? 2 : 3;          /* 16/c = 1 << sh */
+    return 64 * (g >> sh) + 4 * (bl + c * (g & ((1 << sh) - 1)));
+}
+
+/* Code j of block bl in such a chunk: the offset of its code (its activation's offset too), and
+ * of its packed byte and nibble. */
+static inline int64_t code_pos(int c, int bl, int j) { return lane_pos(c, bl, j >> 2) + (j & 3); }
+static inline int code_of(const uint8_t *qc, int64_t off) {
+    uint8_t byte = qc[(off / 64) * 32 + off % 32];
+    return off % 64 >= 32 ? byte >> 4 : byte & 15;
+}
+
+/* x (K,) float -> a (K,) int8 (in the layout above when K % 64 == 0, else in natural order),
+ * e (K/32,) scales, s (K/32,) = e * sum(a) of the block: e = max|x_block| / 127, a = round(x / e). */
 static void quantize_x(const float *x, int64_t K, int8_t *a, float *e, float *s) {
     int64_t nb = K / 32;
-    for (int64_t b = 0; b < nb; b++) {
-        const float *xb = x + 32 * b;
-        float amax = 0.f;
-        for (int j = 0; j < 32; j++) { float v = fabsf(xb[j]); if (v > amax) amax = v; }
-        float eb = amax / 127.f, inv = eb > 0.f ? 1.f / eb : 0.f;
-        int sum = 0;
-        int64_t pair = b / 2, second = b % 2;
-        int8_t *dst = a + 64 * pair + 16 * second;
-        if (K % 64 != 0) dst = a + 32 * b;          /* portable path: natural order */
-        for (int j = 0; j < 32; j++) {
-            int v = (int)lrintf(xb[j] * inv);
-            v = v > 127 ? 127 : (v < -127 ? -127 : v);
-            sum += v;
-            if (K % 64 != 0) dst[j] = (int8_t)v;
-            else dst[(j < 16 ? j : j + 16)] = (int8_t)v;
+    int vec = K % 64 == 0;
+    for (int64_t c0 = 0; c0 < nb;) {
+        int c = vec ? chunk_len(nb - c0) : 1;
+        for (int bl = 0; bl < c; bl++) {
+            int64_t b = c0 + bl;
+            const float *xb = x + 32 * b;
+            int8_t v8[32];
+            int sum = 0;
+            float eb, inv;
+#ifdef ZF_VNNI
+            __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + 16);
+            eb = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1))) / 127.f;
+            inv = eb > 0.f ? 1.f / eb : 0.f;
+            __m512 vi = _mm512_set1_ps(inv);
+            /* round to nearest even (the default mode, as lrintf), then clamp: the same values */
+            __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vi));
+            __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vi));
+            i0 = _mm512_max_epi32(_mm512_min_epi32(i0, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+            i1 = _mm512_max_epi32(_mm512_min_epi32(i1, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+            sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+            _mm_storeu_si128((__m128i *)v8, _mm512_cvtepi32_epi8(i0));
+            _mm_storeu_si128((__m128i *)(v8 + 16), _mm512_cvtepi32_epi8(i1));
+#else
+            float amax = 0.f;
+            for (int j = 0; j < 32; j++) { float v = fabsf(xb[j]); if (v > amax) amax = v; }
+            eb = amax / 127.f;
+            inv = eb > 0.f ? 1.f / eb : 0.f;
+            for (int j = 0; j < 32; j++) {
+                int v = (int)lrintf(xb[j] * inv);
+                v = v > 127 ? 127 : (v < -127 ? -127 : v);
+                sum += v;
+                v8[j] = (int8_t)v;
+            }
+#endif
+            if (vec) {                  /* 4 codes (a 32-bit lane) at a time */
+                int8_t *dst = a + 32 * c0;
+                for (int g = 0; g < 8; g++) memcpy(dst + lane_pos(c, bl, g), v8 + 4 * g, 4);
+            } else {
+                memcpy(a + 32 * b, v8, 32);
+            }
+            e[b] = eb; s[b] = eb * (float)sum;
         }
-        e[b] = eb; s[b] = eb * (float)sum;
+        c0 += c;
     }
 }
 
-/* One output: row n of the weights against one quantized activation row. */
+/* The portable loop, one output: row n of the weights (q: K/2 bytes, d, m: K/32) against one
+ * quantized activation row, block by block. K % 64 != 0: block b's 16 bytes hold
+ * q[32b + i] | q[32b + 16 + i] << 4 and the activations are in natural order. */
 static float dot_row(const uint8_t *q, const uint16_t *d, const uint16_t *m, const int8_t *a,
                      const float *e, const float *s, int64_t K) {
     int64_t nb = K / 32;
     float acc = 0.f;
-#ifdef ZF_VNNI
-    if (K % 64 == 0) {
-        const __m512i low = _mm512_set1_epi8(0x0f);
-        /* lanes 0-3 and 8-11 belong to block b, 4-7 and 12-15 to block b+1: the lane's index
-         * into a vector of 16 per-block scales is 2p + pick */
-        const __m512i pick = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
-        const __m512i two = _mm512_set1_epi32(2);
-        __m512 vacc = _mm512_setzero_ps(), vmin = _mm512_setzero_ps();
-        for (int64_t c = 0; c < nb; c += 16) {      /* 16 blocks (8 pairs) share one scale load */
-            int cnt = nb - c < 16 ? (int)(nb - c) : 16;
-            __mmask16 mk = (__mmask16)((1u << cnt) - 1);
-            __m512 de = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, d + c)),
-                                      _mm512_maskz_loadu_ps(mk, e + c));
-            vmin = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, m + c)),
-                                   _mm512_maskz_loadu_ps(mk, s + c), vmin);
-            const uint8_t *qc = q + 16 * c;
-            const int8_t *ac = a + 32 * c;
-            __m512i idx = pick;
-            for (int p = 0; p < cnt / 2; p++) {
-                __m256i packed = _mm256_loadu_si256((const __m256i *)(qc + 32 * p));
-                __m512i wide = _mm512_inserti64x4(_mm512_castsi256_si512(packed),
-                                                  _mm256_srli_epi16(packed, 4), 1);
-                __m512i w = _mm512_and_si512(wide, low);
-                __m512i x = _mm512_loadu_si512((const void *)(ac + 64 * p));
-                __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
-                vacc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(idx, de), vacc);
-                idx = _mm512_add_epi32(idx, two);
+    for (int64_t c0 = 0; c0 < nb;) {
+        int c = K % 64 == 0 ? chunk_len(nb - c0) : 1;
+        for (int bl = 0; bl < c; bl++) {
+            int64_t b = c0 + bl;
+            int dot = 0;
+            for (int j = 0; j < 32; j++) {
+                if (K % 64 == 0) {
+                    int64_t off = code_pos(c, bl, j);
+                    dot += code_of(q + 16 * c0, off) * a[32 * c0 + off];
+                } else {
+                    uint8_t byte = q[16 * b + j % 16];
+                    dot += (j < 16 ? byte & 15 : byte >> 4) * a[32 * b + j];
+                }
             }
+            acc += h2f(d[b]) * e[b] * (float)dot + h2f(m[b]) * s[b];
         }
-        return _mm512_reduce_add_ps(_mm512_add_ps(vacc, vmin));
-    }
-#endif
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *qb = q + 16 * b;  /* portable order: pairs only matter for the vector path */
-        int64_t pair = b / 2, second = b % 2;
-        if (K % 64 == 0) qb = q + 32 * pair + 16 * second;
-        const int8_t *ab = a + 32 * b;
-        int dot = 0;
-        if (K % 64 == 0) {
-            const int8_t *lo = a + 64 * pair + 16 * second, *hi = lo + 32;
-            for (int i = 0; i < 16; i++) dot += (qb[i] & 15) * lo[i] + (qb[i] >> 4) * hi[i];
-        } else {
-            for (int i = 0; i < 16; i++) dot += (qb[i] & 15) * ab[i] + (qb[i] >> 4) * ab[i + 16];
-        }
-        acc += h2f(d[b]) * e[b] * (float)dot + h2f(m[b]) * s[b];
+        c0 += c;
     }
     return acc;
 }
 
 #ifdef ZF_VNNI
-/* Row n of the weights against up to 4 activation rows at once (K % 64 == 0): each pair of
- * blocks is unpacked once and used for every row. y[r * ystride] for r < R. */
-static inline __attribute__((always_inline)) void dot_rows4(
-        const uint8_t *q, const uint16_t *d, const uint16_t *m, const int8_t *a, const float *e,
-        const float *s, int64_t K, const int R, float *y, int64_t ystride) {
+/* NW weight rows (q, d, m at row strides qs, bs) against R activation rows (a, e, s at strides
+ * K, K/32), K % 64 == 0: every chunk's codes are unpacked once and used for every activation
+ * row. y[w + r * ys]. Per (weight row, activation row) the same operations in the same order
+ * whatever NW and R (a row in a batch is computed exactly as alone):
+ *     per chunk:  t = sum over its vectors of vpdpbusd (int32, exact)
+ *                 acc = fma(float(t), d e (lanes: L mod c), acc);  acc = fma(m, s, acc)
+ *     y = sum of acc's 16 lanes                                                     */
+static inline __attribute__((always_inline)) void tile(
+        const uint8_t *q, const uint16_t *d, const uint16_t *m, int64_t qs, int64_t bs,
+        const int NW, const int8_t *a, const float *e, const float *s, int64_t K, const int R,
+        float *y, int64_t ys) {
     int64_t nb = K / 32;
-    const __m512i low = _mm512_set1_epi8(0x0f), two = _mm512_set1_epi32(2);
-    const __m512i pick = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
-    __m512 acc[4], mins[4], de[4];      /* the same order of sums as dot_row: equal results */
-    for (int r = 0; r < 4; r++) acc[r] = mins[r] = _mm512_setzero_ps();
-    for (int64_t c = 0; c < nb; c += 16) {
-        int cnt = nb - c < 16 ? (int)(nb - c) : 16;
-        __mmask16 mk = (__mmask16)((1u << cnt) - 1);
-        __m512 dv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, d + c));
-        __m512 mv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, m + c));
-        for (int r = 0; r < R; r++) {
-            de[r] = _mm512_mul_ps(dv, _mm512_maskz_loadu_ps(mk, e + r * nb + c));
-            mins[r] = _mm512_fmadd_ps(mv, _mm512_maskz_loadu_ps(mk, s + r * nb + c), mins[r]);
+    const __m512i low = _mm512_set1_epi8(0x0f);
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    __m512 acc[2][8];
+    for (int w = 0; w < NW; w++)
+        for (int r = 0; r < R; r++) acc[w][r] = _mm512_setzero_ps();
+    for (int64_t c0 = 0; c0 < nb;) {
+        int c = chunk_len(nb - c0);
+        __mmask16 mk = (__mmask16)((1u << c) - 1);
+        __m512i t[2][8];
+        for (int w = 0; w < NW; w++)
+            for (int r = 0; r < R; r++) t[w][r] = _mm512_setzero_si512();
+        const uint8_t *qc = q + 16 * c0;
+        const int8_t *ac = a + 32 * c0;
+#define ZF_VECTOR(v)                                                                           \
+        do {                                                                                  \
+            __m512i wv[2];                                                                    \
+            for (int w = 0; w < NW; w++) {                                                    \
+                __m256i packed = _mm256_loadu_si256((const __m256i *)(qc + w * qs + 32 * (v))); \
+                wv[w] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(packed),   \
+                                                            _mm256_srli_epi16(packed, 4), 1), low); \
+            }                                                                                 \
+            for (int r = 0; r < R; r++) {                                                     \
+                __m512i x = _mm512_loadu_si512((const void *)(ac + r * K + 64 * (v)));        \
+                for (int w = 0; w < NW; w++) t[w][r] = _mm512_dpbusd_epi32(t[w][r], wv[w], x); \
+            }                                                                                 \
+        } while (0)
+        if (c == 16) {          /* a constant trip count: unrolled, the sums stay in place */
+            for (int v = 0; v < 8; v++) ZF_VECTOR(v);
+        } else {
+            for (int v = 0; v < c / 2; v++) ZF_VECTOR(v);
         }
-        const uint8_t *qc = q + 16 * c;
-        __m512i idx = pick;
-        for (int p = 0; p < cnt / 2; p++) {
-            __m256i packed = _mm256_loadu_si256((const __m256i *)(qc + 32 * p));
-            __m512i w = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(packed),
-                                                            _mm256_srli_epi16(packed, 4), 1), low);
+#undef ZF_VECTOR
+        __m512i pick = _mm512_and_si512(lane, _mm512_set1_epi32(c - 1));
+        for (int w = 0; w < NW; w++) {
+            __m512 dv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, d + w * bs + c0));
+            __m512 mv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, m + w * bs + c0));
             for (int r = 0; r < R; r++) {
-                __m512i x = _mm512_loadu_si512((const void *)(a + r * K + 32 * c + 64 * p));
-                __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot),
-                                         _mm512_permutexvar_ps(idx, de[r]), acc[r]);
+                __m512 de = _mm512_mul_ps(dv, _mm512_maskz_loadu_ps(mk, e + r * nb + c0));
+                if (c < 16) de = _mm512_permutexvar_ps(pick, de);
+                acc[w][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t[w][r]), de, acc[w][r]);
+                acc[w][r] = _mm512_fmadd_ps(mv, _mm512_maskz_loadu_ps(mk, s + r * nb + c0),
+                                            acc[w][r]);
             }
-            idx = _mm512_add_epi32(idx, two);
         }
+        c0 += c;
     }
-    for (int r = 0; r < R; r++) y[r * ystride] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r], mins[r]));
+    for (int w = 0; w < NW; w++)
+        for (int r = 0; r < R; r++) y[w + r * ys] = _mm512_reduce_add_ps(acc[w][r]);
 }
-#endif
 
-#ifdef ZF_VNNI
-/* Two weight rows (n, n+1: q, d, m at row strides qs, bs) against one activation row, sharing
- * its loads; each row's sums in dot_row's order (equal results). */
-static void dot_2rows(const uint8_t *q, const uint16_t *d, const uint16_t *m, int64_t qs,
-                      int64_t bs, const int8_t *a, const float *e, const float *s, int64_t K,
-                      float *y) {
-    int64_t nb = K / 32;
-    const __m512i low = _mm512_set1_epi8(0x0f), two = _mm512_set1_epi32(2);
-    const __m512i pick = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, min0 = acc0, min1 = acc0;
-    for (int64_t c = 0; c < nb; c += 16) {
-        int cnt = nb - c < 16 ? (int)(nb - c) : 16;
-        __mmask16 mk = (__mmask16)((1u << cnt) - 1);
-        __m512 ev = _mm512_maskz_loadu_ps(mk, e + c), sv = _mm512_maskz_loadu_ps(mk, s + c);
-        __m512 de0 = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, d + c)), ev);
-        __m512 de1 = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, d + bs + c)), ev);
-        min0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, m + c)), sv, min0);
-        min1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, m + bs + c)), sv, min1);
-        const uint8_t *q0 = q + 16 * c, *q1 = q0 + qs;
-        const int8_t *ac = a + 32 * c;
-        __m512i idx = pick;
-        for (int p = 0; p < cnt / 2; p++) {
-            __m512i x = _mm512_loadu_si512((const void *)(ac + 64 * p));
-            __m256i p0 = _mm256_loadu_si256((const __m256i *)(q0 + 32 * p));
-            __m256i p1 = _mm256_loadu_si256((const __m256i *)(q1 + 32 * p));
-            __m512i w0 = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(p0),
-                                                             _mm256_srli_epi16(p0, 4), 1), low);
-            __m512i w1 = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(p1),
-                                                             _mm256_srli_epi16(p1, 4), 1), low);
-            __m512i t0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, x);
-            __m512i t1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w1, x);
-            acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t0), _mm512_permutexvar_ps(idx, de0), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t1), _mm512_permutexvar_ps(idx, de1), acc1);
-            idx = _mm512_add_epi32(idx, two);
-        }
-    }
-    y[0] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, min0));
-    y[1] = _mm512_reduce_add_ps(_mm512_add_ps(acc1, min1));
-}
-#endif
-
-/* y[r * N + n] for r < R: row n of the weights against every activation row. */
+/* Row n of the weights against all R activation rows: tiles of 8 rows, then the rest (R a
+ * constant in each call: the accumulators stay in registers). y[r * N]. */
 static void dot_all_rows(const uint8_t *q, const uint16_t *d, const uint16_t *m, const int8_t *a,
                          const float *e, const float *s, int64_t K, int64_t R, float *y,
                          int64_t N) {
     int64_t nb = K / 32, r = 0;
-#ifdef ZF_VNNI
-    if (K % 64 == 0 && R > 1) {
-        for (; r + 4 <= R; r += 4)   /* R a constant in each call: accumulators in registers */
-            dot_rows4(q, d, m, a + r * K, e + r * nb, s + r * nb, K, 4, y + r * N, N);
-        switch (R - r) {
-        case 3: dot_rows4(q, d, m, a + r * K, e + r * nb, s + r * nb, K, 3, y + r * N, N); break;
-        case 2: dot_rows4(q, d, m, a + r * K, e + r * nb, s + r * nb, K, 2, y + r * N, N); break;
-        case 1: dot_rows4(q, d, m, a + r * K, e + r * nb, s + r * nb, K, 1, y + r * N, N); break;
-        default: break;
-        }
-        return;
+    for (; r + 8 <= R; r += 8) tile(q, d, m, 0, 0, 1, a + r * K, e + r * nb, s + r * nb, K, 8, y + r * N, N);
+    const int8_t *ar = a + r * K;
+    const float *er = e + r * nb, *sr = s + r * nb;
+    float *yr = y + r * N;
+    switch (R - r) {
+    case 7: tile(q, d, m, 0, 0, 1, ar, er, sr, K, 7, yr, N); break;
+    case 6: tile(q, d, m, 0, 0, 1, ar, er, sr, K, 6, yr, N); break;
+    case 5: tile(q, d, m, 0, 0, 1, ar, er, sr, K, 5, yr, N); break;
+    case 4: tile(q, d, m, 0, 0, 1, ar, er, sr, K, 4, yr, N); break;
+    case 3: tile(q, d, m, 0, 0, 1, ar, er, sr, K, 3, yr, N); break;
+    case 2: tile(q, d, m, 0, 0, 1, ar, er, sr, K, 2, yr, N); break;
+    case 1: tile(q, d, m, 0, 0, 1, ar, er, sr, K, 1, yr, N); break;
+    default: break;
     }
-#endif
-    for (; r < R; r++) y[r * N] = dot_row(q, d, m, a + r * K, e + r * nb, s + r * nb, K);
 }
+#endif
 
 /* The loop over weight rows (split between threads): one activation row takes two weight rows
- * at a time (dot_2rows), several take one weight row against all of them (dot_all_rows). */
+ * at a time, several take one weight row against all of them (dot_all_rows). */
 #ifdef ZF_VNNI
-#define PAIRS_OF_ROWS(Q, D, M)                                                                  \
-    if (R == 1 && K % 64 == 0) {                                                              \
+#define VECTOR_ROWS(Q, D, M)                                                                   \
+    if (K % 64 == 0) {                                                                        \
+        if (R == 1) {                                                                         \
+            _Pragma("omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N >= 256)") \
+            for (int64_t n = 0; n < N - 1; n += 2)                                            \
+                tile(Q + n * (K / 2), D + n * nb, M + n * nb, K / 2, nb, 2, a, e, s, K, 1,    \
+                     y + n, N);                                                               \
+            if (N % 2)                                                                        \
+                tile(Q + (N - 1) * (K / 2), D + (N - 1) * nb, M + (N - 1) * nb, 0, 0, 1, a, e, \
+                     s, K, 1, y + N - 1, N);                                                  \
+            return;                                                                           \
+        }                                                                                     \
         _Pragma("omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N >= 256)") \
-        for (int64_t n = 0; n < N - 1; n += 2)                                                \
-            dot_2rows(Q + n * (K / 2), D + n * nb, M + n * nb, K / 2, nb, a, e, s, K, y + n); \
-        if (N % 2)                                                                            \
-            y[N - 1] = dot_row(Q + (N - 1) * (K / 2), D + (N - 1) * nb, M + (N - 1) * nb, a,  \
-                               e, s, K);                                                      \
+        for (int64_t n = 0; n < N; n++)                                                       \
+            dot_all_rows(Q + n * (K / 2), D + n * nb, M + n * nb, a, e, s, K, R, y + n, N);   \
         return;                                                                               \
     }
 #else
-#define PAIRS_OF_ROWS(Q, D, M)
+#define VECTOR_ROWS(Q, D, M)
 #endif
 #define MATVEC(Q, D, M)                                                                        \
-    PAIRS_OF_ROWS(Q, D, M)                                                                    \
+    VECTOR_ROWS(Q, D, M)                                                                      \
     _Pragma("omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N >= 256)") \
     for (int64_t n = 0; n < N; n++)                                                           \
-        dot_all_rows(Q + n * (K / 2), D + n * nb, M + n * nb, a, e, s, K, R, y + n, N);
+        for (int64_t r = 0; r < R; r++)                                                       \
+            y[r * N + n] = dot_row(Q + n * (K / 2), D + n * nb, M + n * nb, a + r * K,        \
+                                   e + r * nb, s + r * nb, K);
 
 /* y (R, N) = x (R, K) W^T for the packed W (N rows of K/2 bytes; d, m (N, K/32) fp16).
  * work: R * (K + 8 * K/32) bytes of scratch for the quantized activations. */
@@ -265,21 +287,25 @@ void zf_q4_dequant_bf16(const uint8_t *q, const uint16_t *d, const uint16_t *m, 
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N >= 256)
 #endif
     for (int64_t n = 0; n < N; n++) {
-        for (int64_t b = 0; b < nb; b++) {
-            float db = h2f(d[n * nb + b]), mb = h2f(m[n * nb + b]);
-            const uint8_t *qb = q + n * (K / 2) + 16 * b;     /* K % 64 != 0: blocks apart */
-            const uint8_t *lo = qb;
-            int shift_lo = 0, shift_hi = 4;
-            if (K % 64 == 0) lo = q + n * (K / 2) + 32 * (b / 2) + 16 * (b % 2);
-            uint16_t *o = out + n * K + 32 * b;
-            for (int j = 0; j < 32; j++) {
-                int code = j < 16 ? (lo[j] >> shift_lo) & 15 : (lo[j - 16] >> shift_hi) & 15;
-                float w = db * (float)code + mb;
-                uint32_t u;
-                memcpy(&u, &w, 4);
-                u += 0x7fff + ((u >> 16) & 1);
-                o[j] = (uint16_t)(u >> 16);
+        const uint8_t *qn = q + n * (K / 2);
+        for (int64_t c0 = 0; c0 < nb;) {
+            int c = K % 64 == 0 ? chunk_len(nb - c0) : 1;
+            for (int bl = 0; bl < c; bl++) {
+                int64_t b = c0 + bl;
+                float db = h2f(d[n * nb + b]), mb = h2f(m[n * nb + b]);
+                uint16_t *o = out + n * K + 32 * b;
+                for (int j = 0; j < 32; j++) {
+                    int code;
+                    if (K % 64 == 0) code = code_of(qn + 16 * c0, code_pos(c, bl, j));
+                    else code = j < 16 ? qn[16 * b + j] & 15 : qn[16 * b + j - 16] >> 4;
+                    float w = db * (float)code + mb;
+                    uint32_t u;
+                    memcpy(&u, &w, 4);
+                    u += 0x7fff + ((u >> 16) & 1);
+                    o[j] = (uint16_t)(u >> 16);
+                }
             }
+            c0 += c;
         }
     }
 }
