@@ -349,6 +349,88 @@ static void rope(float *x, const float *c, const float *s, int64_t hd) {  /* rot
     }
 }
 
+#ifdef ZF_VNNI
+/* e^x in float (Cephes' expf: x = n ln 2 + f, |f| <= ln 2 / 2, a degree-7 polynomial in f, then
+ * times 2^n; relative error ~1e-7), 16 lanes at a time. */
+static inline __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f)),
+                      _mm512_set1_ps(-87.3365447504f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    f = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), f);
+    __m512 y = _mm512_set1_ps(1.9875691500E-4f);
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.3981999507E-3f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(8.3334519073E-3f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(4.1665795894E-2f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.6666665459E-1f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(5.0000001201E-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(f, f), _mm512_add_ps(f, _mm512_set1_ps(1.f)));
+    return _mm512_scalef_ps(y, n);
+}
+#endif
+
+/* g (2 ff: gate then up) -> g[i] = silu(gate[i]) up[i] for i < ff, in place. */
+static void swiglu(float *g, int64_t ff) {
+    const float *u = g + ff;
+    int64_t i = 0;
+#ifdef ZF_VNNI
+    for (; i + 16 <= ff; i += 16) {
+        __m512 x = _mm512_loadu_ps(g + i);
+        __m512 den = _mm512_add_ps(_mm512_set1_ps(1.f), exp16(_mm512_sub_ps(_mm512_setzero_ps(), x)));
+        _mm512_storeu_ps(g + i, _mm512_mul_ps(_mm512_div_ps(x, den), _mm512_loadu_ps(u + i)));
+    }
+#endif
+    for (; i < ff; i++) g[i] = g[i] / (1.f + expf(-g[i])) * u[i];
+}
+
+/* One head: o (hd,) = softmax(q K^T scale) V over cache positions 0..p (kc, vc: (p + 1, hd)). */
+static void attend(const float *q, const float *kc, const float *vc, int64_t p, int64_t hd,
+                   float scale, float *sc, float *o) {
+    float mx = -INFINITY, z = 0.f;
+#ifdef ZF_VNNI
+    if (hd % 16 == 0 && hd <= 256) {
+        int nv = (int)(hd / 16);
+        __m512 qv[16], ov[16];
+        for (int u = 0; u < nv; u++) { qv[u] = _mm512_loadu_ps(q + 16 * u); ov[u] = _mm512_setzero_ps(); }
+        for (int64_t j = 0; j <= p; j++) {
+            __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kc + j * hd));
+            for (int u = 1; u < nv; u++)
+                acc = _mm512_fmadd_ps(qv[u], _mm512_loadu_ps(kc + j * hd + 16 * u), acc);
+            sc[j] = _mm512_reduce_add_ps(acc) * scale;
+            if (sc[j] > mx) mx = sc[j];
+        }
+        __m512 zv = _mm512_setzero_ps();
+        for (int64_t j = 0; j <= p; j += 16) {
+            __mmask16 mk = (__mmask16)(p + 1 - j >= 16 ? 0xffff : (1u << (p + 1 - j)) - 1);
+            __m512 ev = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, sc + j), _mm512_set1_ps(mx)));
+            _mm512_mask_storeu_ps(sc + j, mk, ev);
+            zv = _mm512_mask_add_ps(zv, mk, zv, ev);
+        }
+        z = _mm512_reduce_add_ps(zv);
+        for (int64_t j = 0; j <= p; j++) {
+            __m512 pj = _mm512_set1_ps(sc[j] / z);
+            for (int u = 0; u < nv; u++)
+                ov[u] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vc + j * hd + 16 * u), ov[u]);
+        }
+        for (int u = 0; u < nv; u++) _mm512_storeu_ps(o + 16 * u, ov[u]);
+        return;
+    }
+#endif
+    for (int64_t j = 0; j <= p; j++) {
+        float acc = 0.f;
+        for (int64_t u = 0; u < hd; u++) acc += q[u] * kc[j * hd + u];
+        sc[j] = acc * scale;
+        if (sc[j] > mx) mx = sc[j];
+    }
+    for (int64_t j = 0; j <= p; j++) { sc[j] = expf(sc[j] - mx); z += sc[j]; }
+    for (int64_t u = 0; u < hd; u++) o[u] = 0.f;
+    for (int64_t j = 0; j <= p; j++) {
+        float pj = sc[j] / z;
+        for (int64_t u = 0; u < hd; u++) o[u] += pj * vc[j * hd + u];
+    }
+}
+
 /* R rows, row r one new token at position pos[r] of cache row r (k_cache + r * row_stride). */
 void zf_llama_step(const ZfLayer *layers, int n_layer, float *h, int64_t R, int64_t dm,
                    int64_t n_head, int64_t n_kv, int64_t hd, const int64_t *pos, int64_t max_len,
@@ -378,34 +460,15 @@ void zf_llama_step(const ZfLayer *layers, int n_layer, float *h, int64_t R, int6
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && p >= 64)
 #endif
-            for (int64_t i = 0; i < n_head; i++) {        /* softmax(q K^T / sqrt(d)) V per head */
-                const float *qi = q + i * hd, *kc = kc0 + (i / rep) * max_len * hd;
-                const float *vc = vc0 + (i / rep) * max_len * hd;
-                float *sc = scores + i * max_len, mx = -INFINITY, z = 0.f, *o = att + r * hq + i * hd;
-                for (int64_t j = 0; j <= p; j++) {
-                    float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-                    for (int64_t u = 0; u < hd; u++) acc += qi[u] * kc[j * hd + u];
-                    sc[j] = acc * scale;
-                    if (sc[j] > mx) mx = sc[j];
-                }
-                for (int64_t j = 0; j <= p; j++) { sc[j] = expf(sc[j] - mx); z += sc[j]; }
-                for (int64_t u = 0; u < hd; u++) o[u] = 0.f;
-                for (int64_t j = 0; j <= p; j++) {
-                    float pj = sc[j] / z;
-#pragma omp simd
-                    for (int64_t u = 0; u < hd; u++) o[u] += pj * vc[j * hd + u];
-                }
-            }
+            for (int64_t i = 0; i < n_head; i++)          /* softmax(q K^T / sqrt(d)) V per head */
+                attend(q + i * hd, kc0 + (i / rep) * max_len * hd, vc0 + (i / rep) * max_len * hd,
+                       p, hd, scale, scores + i * max_len, att + r * hq + i * hd);
         }
         q4_mv(&L->o, att, R, out, work, threads);
         for (int64_t i = 0; i < R * dm; i++) h[i] += out[i];
         for (int64_t r = 0; r < R; r++) rms_norm(h + r * dm, L->norm_ffn, eps, dm, t + r * dm);
         q4_mv(&L->gate_up, t, R, gu, work, threads);
-        for (int64_t r = 0; r < R; r++) {
-            float *g = gu + r * 2 * ff, *u = g + ff, *o = gu + r * 2 * ff;  /* in place: o[i] <= g[i] */
-            for (int64_t i = 0; i < ff; i++) o[i] = g[i] / (1.f + expf(-g[i])) * u[i];
-        }
+        for (int64_t r = 0; r < R; r++) swiglu(gu + r * 2 * ff, ff);
         /* down reads R rows of ff values at stride 2 ff: compact them first */
         for (int64_t r = 1; r < R; r++) memmove(gu + r * ff, gu + r * 2 * ff, ff * sizeof(float));
         q4_mv(&L->down, gu, R, out, work, threads);
