@@ -33,9 +33,8 @@ def _reference(layer: q4.Q4Linear, x: torch.Tensor) -> torch.Tensor:
     return y if layer.bias is None else y + layer.bias.double()
 
 
-# blocks: 2, 4, 18 (chunks 16 + 2), 34 (16 + 16 + 2), 46 (16 + 16 + 8 + 4 + 2), 3 (portable loop)
-@pytest.mark.parametrize("k", [64, 128, 576, 1088, 1472, 96])
-@pytest.mark.parametrize("rows", [1, 3, 8, 13])     # 13 rows: a tile of 8, then 5
+@pytest.mark.parametrize("k", [64, 128, 576, 1088, 96])   # 2, 4, 18, 34, 3 blocks
+@pytest.mark.parametrize("rows", [1, 3, 6, 13])      # 13: VNNI's 8-row tile, then 5
 def test_q4_linear_equals_its_formula(k, rows):
     torch.manual_seed(k + rows)
     lin = torch.nn.Linear(k, 40, bias=True)
@@ -53,6 +52,30 @@ def test_q4_linear_equals_its_formula(k, rows):
     step = (w.amax(-1) - w.amin(-1)) / 15
     err = (layer.dequantized().view(40, k // 32, 32) - w).abs().amax(-1)
     assert (err <= step / 2 * 1.01 + 1e-3 * step.max()).all()
+
+
+@pytest.mark.parametrize("k", [64, 96, 576])
+@pytest.mark.parametrize("rows", [2, 8, 17])        # 17: two AMX passes (16 rows, then 1)
+def test_every_kernel_path_gives_the_same_numbers(k, rows):
+    """The portable loop, AVX-512 VNNI and AMX tiles (where the CPU has them) compute each block's
+    integer dot product exactly and scale and sum the blocks in one order: bit-equal outputs,
+    each equal to the formula, and every row equal to it alone (1 row: the VNNI path)."""
+    torch.manual_seed(k + rows)
+    layer = q4.Q4Linear.from_linear(torch.nn.Linear(k, 40))     # 40 rows: a padded group of 16
+    x = torch.randn(rows, k) * 2
+    outs = []
+    try:
+        for path in (0, 1, 2):
+            q4.set_path(path)
+            outs.append(layer(x))
+    finally:
+        q4.set_path(None)
+    torch.testing.assert_close(outs[0].double(), _reference(layer, x), rtol=1e-5,
+                               atol=1e-4 * outs[0].abs().max().item())
+    for other in outs[1:]:
+        assert torch.equal(other, outs[0])
+    for i in range(rows):
+        assert torch.equal(outs[2][i], layer(x[i:i + 1])[0])
 
 
 def _llama(seed=0):

@@ -22,7 +22,6 @@ the weights dequantized to bf16 (one matrix product beats many matrix-vector pro
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import subprocess
@@ -72,10 +71,13 @@ def _build() -> ctypes.CDLL:
             os.replace(tmp_so, out)                    # atomic: a reader never sees half a file
     lib = ctypes.CDLL(str(out))
     p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.zf_q4_matmul.argtypes = [p, i64, i64, p, p, p, i64, p, p, ctypes.c_int]
+    lib.zf_q4_matmul.argtypes = [p, i64, i64, p, p, i64, p, p, ctypes.c_int]
     lib.zf_q4_matmul.restype = None
     lib.zf_q4_has_vnni.restype = ctypes.c_int
-    lib.zf_q4_dequant_bf16.argtypes = [p, p, p, i64, i64, p, ctypes.c_int]
+    lib.zf_q4_dequant_bf16.argtypes = [p, p, i64, i64, p, ctypes.c_int]
+    lib.zf_q4_has_amx.restype = ctypes.c_int
+    lib.zf_q4_set_path.argtypes = [ctypes.c_int]
+    lib.zf_q4_set_path.restype = None
     lib.zf_q4_dequant_bf16.restype = None
     lib.zf_llama_step.argtypes = [p, ctypes.c_int, p, i64, i64, i64, i64, i64, p, i64, i64,
                                   p, p, ctypes.c_float, p, p, ctypes.c_int]
@@ -99,47 +101,41 @@ def available() -> bool:
     return _lib is not None and bool(_lib.zf_q4_has_vnni())
 
 
-@functools.lru_cache(maxsize=None)
-def code_order(k: int) -> torch.Tensor:
-    """(K,) long, K % 64 == 0: the natural index (32 b + j) of the code at each position of the
-    kernel's layout (q4_kernel.c, at chunk_len): blocks in chunks of c = 16 (then 8, 4, 2);
-    position 32 c0 + 64 v + 4 L + t of the chunk at block c0 holds block c0 + L mod c, weight
-    4 (v 16/c + L // c) + t, so each 32-bit lane of the kernel's vpdpbusd sums one block."""
-    nb, order, c0 = k // 32, [0] * k, 0
-    while c0 < nb:
-        c = next(n for n in (16, 8, 4, 2) if nb - c0 >= n)
-        per = 16 // c
-        for pos in range(32 * c):
-            v, lane, t = pos // 64, pos % 64 // 4, pos % 4
-            order[32 * c0 + pos] = 32 * (c0 + lane % c) + 4 * (v * per + lane // c) + t
-        c0 += c
-    return torch.tensor(order)
-
-
 def pack_q4(q: torch.Tensor) -> torch.Tensor:
-    """q (N, K) codes 0..15 -> (N, K/2) uint8 in the kernel's order. K % 64 == 0: the codes in
-    code_order(K), each 64 of them as 32 bytes, byte i = code i | code (32 + i) << 4. Other K:
-    each block of 32 as 16 bytes, byte i = q[32b+i] | q[32b+16+i] << 4."""
+    """q (N, K) codes 0..15 -> (ceil(N/16), K/32, 256) uint8 in the kernel's layout (q4_kernel.c):
+    rows in groups of 16 (padded with zero rows), per group and block 256 bytes, byte
+    64 i + 4 n + t = q[16 G + n, 32 b + 8 i + t] | q[16 G + n, 32 b + 8 i + 4 + t] << 4."""
     n, k = q.shape
-    q = q.to(torch.uint8)
-    if k % 64 == 0:
-        qv = q[:, code_order(k)].view(n, k // 64, 2, 32)        # (N, vectors, low/high, 32)
-    else:
-        qv = q.view(n, k // 32, 2, 16)                          # (N, blocks, low/high half, 16)
-    return (qv[:, :, 0] | (qv[:, :, 1] << 4)).reshape(n, k // 2).contiguous()
+    g = -(-n // 16)
+    qp = torch.zeros(16 * g, k, dtype=torch.uint8)
+    qp[:n] = q.to(torch.uint8)
+    qv = qp.view(g, 16, k // 32, 4, 2, 4).permute(0, 2, 3, 4, 1, 5)   # (G, b, i, half, n, t)
+    return (qv[:, :, :, 0] | (qv[:, :, :, 1] << 4)).reshape(g, k // 32, 256).contiguous()
 
 
-def unpack_q4(packed: torch.Tensor, k: int) -> torch.Tensor:
-    """pack_q4's inverse: (N, K/2) uint8 -> (N, K) codes in natural order."""
-    n = packed.size(0)
-    half = 32 if k % 64 == 0 else 16
-    p = packed.view(n, k // (2 * half), half)
-    codes = torch.stack([p & 15, p >> 4], 2).view(n, k)
-    if k % 64 == 0:
-        out = torch.empty_like(codes)
-        out[:, code_order(k)] = codes
-        return out
-    return codes
+def unpack_q4(packed: torch.Tensor, n: int) -> torch.Tensor:
+    """pack_q4's inverse -> (N, K) codes."""
+    g, nb = packed.shape[:2]
+    p = packed.view(g, nb, 4, 16, 4)                                    # (G, b, i, n, t)
+    codes = torch.stack([p & 15, p >> 4], 3)                            # (G, b, i, half, n, t)
+    return codes.permute(0, 4, 1, 2, 3, 5).reshape(16 * g, nb * 32)[:n]
+
+
+def pack_scales(d: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """d, m (N, K/32) -> (ceil(N/16), K/32, 32) fp16: per group of 16 rows and block, the 16 rows'
+    d then their 16 m (zero for padding rows)."""
+    n, nb = d.shape
+    g = -(-n // 16)
+    out = torch.zeros(g * 16, nb, 2, dtype=torch.float16)
+    out[:n, :, 0], out[:n, :, 1] = d, m
+    return out.view(g, 16, nb, 2).permute(0, 2, 3, 1).reshape(g, nb, 32).contiguous()
+
+
+def set_path(path: int | None) -> None:
+    """The kernel path for several rows: 0 portable C, 1 AVX-512 VNNI, 2 (or None) AMX where the
+    CPU has it. The same numbers on every path (tests/test_q4.py); for tests and benchmarks."""
+    if available():
+        _lib.zf_q4_set_path(2 if path is None else path)
 
 
 class Q4Linear(nn.Module):
@@ -155,8 +151,7 @@ class Q4Linear(nn.Module):
         if not available():
             raise RuntimeError(f"the Q4 kernel is not available here ({_lib_error or 'no AVX-512 VNNI'})")
         self.register_buffer("weight_q4", pack_q4(q))
-        self.register_buffer("d", d.to(torch.float16).contiguous())
-        self.register_buffer("m", m.to(torch.float16).contiguous())
+        self.register_buffer("scales", pack_scales(d.to(torch.float16), m.to(torch.float16)))
         self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(),
                                                            requires_grad=False)
         self.in_features, self.out_features = k, n
@@ -172,16 +167,24 @@ class Q4Linear(nn.Module):
         q = torch.round((w - m[..., None]) * inv[..., None]).clamp(0, 15).view(n, k)
         return cls(q, d, m, linear.bias)
 
+    def _scale(self, i: int) -> torch.Tensor:
+        g, nb = self.scales.shape[:2]
+        return (self.scales.view(g, nb, 2, 16)[:, :, i].permute(0, 2, 1)
+                .reshape(16 * g, nb)[:self.out_features])
+
+    d = property(lambda self: self._scale(0), doc="(out, in / 32) fp16 block scales d")
+    m = property(lambda self: self._scale(1), doc="(out, in / 32) fp16 block minima m")
+
     def dequantized(self) -> torch.Tensor:
         """The float32 weight (out, in) these codes stand for: d q + m."""
         n, k = self.out_features, self.in_features
-        q = unpack_q4(self.weight_q4, k).view(n, k // 32, 32).float()
+        q = unpack_q4(self.weight_q4, n).view(n, k // 32, 32).float()
         return (q * self.d.float()[..., None] + self.m.float()[..., None]).view(n, k)
 
     def bf16_weight(self) -> torch.Tensor:
         """d q + m as a bf16 (out, in) matrix (q4_kernel.c:zf_q4_dequant_bf16)."""
         w = torch.empty(self.out_features, self.in_features, dtype=torch.bfloat16)
-        _lib.zf_q4_dequant_bf16(self.weight_q4.data_ptr(), self.d.data_ptr(), self.m.data_ptr(),
+        _lib.zf_q4_dequant_bf16(self.weight_q4.data_ptr(), self.scales.data_ptr(),
                                 self.out_features, self.in_features, w.data_ptr(),
                                 torch.get_num_threads())
         return w
@@ -195,8 +198,8 @@ class Q4Linear(nn.Module):
         else:
             y = torch.empty(r, n)
             work = torch.empty(r * (k + 8 * (k // 32)), dtype=torch.uint8)
-            _lib.zf_q4_matmul(x2.data_ptr(), r, k, self.weight_q4.data_ptr(), self.d.data_ptr(),
-                              self.m.data_ptr(), n, y.data_ptr(), work.data_ptr(),
+            _lib.zf_q4_matmul(x2.data_ptr(), r, k, self.weight_q4.data_ptr(),
+                              self.scales.data_ptr(), n, y.data_ptr(), work.data_ptr(),
                               torch.get_num_threads())
         y = y.to(x.dtype).view(*lead, n)
         return y if self.bias is None else y + self.bias.to(x.dtype)
@@ -207,8 +210,8 @@ class Q4Linear(nn.Module):
 
 # ------------------------------------------------------------------ the fused decoding step
 class _Q4(ctypes.Structure):
-    _fields_ = [("q", ctypes.c_void_p), ("d", ctypes.c_void_p), ("m", ctypes.c_void_p),
-                ("n", ctypes.c_int64), ("k", ctypes.c_int64)]
+    _fields_ = [("q", ctypes.c_void_p), ("sc", ctypes.c_void_p), ("n", ctypes.c_int64),
+                ("k", ctypes.c_int64)]
 
 
 class _Layer(ctypes.Structure):
@@ -218,7 +221,7 @@ class _Layer(ctypes.Structure):
 
 
 def _q4(layer: Q4Linear) -> _Q4:
-    return _Q4(layer.weight_q4.data_ptr(), layer.d.data_ptr(), layer.m.data_ptr(),
+    return _Q4(layer.weight_q4.data_ptr(), layer.scales.data_ptr(),
                layer.out_features, layer.in_features)
 
 

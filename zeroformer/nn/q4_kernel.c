@@ -1,26 +1,35 @@
-/* zeroformer's 4-bit x 8-bit matrix-vector kernel (CPU, AVX-512 VNNI; a portable C loop elsewhere).
+/* zeroformer's 4-bit x 8-bit matrix-vector kernel (CPU: AVX-512 VNNI, AMX int8 tiles where the CPU
+ * has them for several rows; a portable C loop elsewhere).
  *
  * Weights, per output row n and block b of 32 inputs (the GGUF Q4_1 layout):
  *     w[n, 32b + j] = d[n, b] * q[n, 32b + j] + m[n, b],      q in 0..15, d and m fp16
  * Activations, per row r of x and block b, quantized on the fly to int8 (llama.cpp's Q8 scheme):
  *     x[r, 32b + j] ~= e[r, b] * a[r, 32b + j],   e = max|x_block| / 127,  a in -127..127
- * so that
- *     y[r, n] = sum_b d[n,b] e[r,b] (sum_j q a)  +  m[n,b] e[r,b] (sum_j a)
- * The inner sum_j q a is 64 byte products per instruction (vpdpbusd: unsigned q times signed a).
+ * so that, with S[r, n, b] = sum_j q a the block's exact integer dot product,
+ *     y[r, n] = sum_b  S d e + m (e sum_j a)
+ * summed over b in order, as acc = fma(S, d e, acc); acc = fma(m, s, acc) (s = e sum_j a) for
+ * every path (portable, VNNI, AMX): a row's output does not depend on how many rows run with it.
  *
- * The int32 sums of a block are exact, so a chunk of up to 16 blocks is summed in int32 and
- * scaled by d e once per chunk (the layout below, before quantize_x).
- *
- * Packing of q (done in Python, nn/q4.py:pack_q4) and of the quantized activations (quantize_x):
- * K % 64 == 0, the chunked layout described at chunk_len (SmolLM2, LLaMA: 576, 1536, 2048...);
- * other K take the portable loop, each block's 16 bytes holding q[32b + i] | q[32b + 16 + i] << 4.
+ * Layout (nn/q4.py:pack_q4): weight rows in groups of 16 (N padded with zero rows to a multiple of
+ * 16). Group G, block b: 256 bytes, byte 64 i + 4 n + t (i < 4, n < 16, t < 4) holding
+ *     q[16 G + n, 32 b + 8 i + t] (low nibble)  and  q[16 G + n, 32 b + 8 i + 4 + t] (high nibble)
+ * so that the unpacked nibbles are 8 vectors of 64 bytes, vector v = 2 i + (high), lane n (32-bit)
+ * = weights 4 v .. 4 v + 3 of row n: vpdpbusd against 4 activations broadcast to every lane gives
+ * 16 rows' partial sums, and the 8 vectors are AMX's B tile (8 rows of K/4 = 1 .. 16 columns).
+ * Scales: per group and block, 32 fp16: d of the 16 rows, then m of the 16 rows.
  */
+#define _GNU_SOURCE                    /* syscall() */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #include <immintrin.h>
 #define ZF_VNNI 1
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#define ZF_AMX 1
+#endif
 #endif
 #ifdef _OPENMP
 #include <omp.h>
@@ -44,268 +53,280 @@ int zf_q4_has_vnni(void) {
 #endif
 }
 
-/* The vector layout (K % 64 == 0). The K/32 blocks of a row go in chunks: of 16 blocks while 16
- * are left, then of 8, 4, 2 (K/32 is even). A chunk of c blocks starting at block c0 is c/2
- * vectors of 64 codes (32 packed bytes each: byte i holds code i in its low nibble and code
- * 32 + i in its high one); code P of vector v sits in 32-bit lane L = P / 4, byte t = P % 4, and is
- *     q[block c0 + L mod c, weight 4 (v 16/c + L / c) + t]
- * so each lane of vpdpbusd sums products of ONE block: a chunk's int32 sums over its c/2
- * vectors are the blocks' exact dot products (lanes L and L + c of one block when c < 16), and
- * the float scaling d e runs once per chunk and row instead of once per vector. The int8
- * activations are stored in the same order (quantize_x), nn/q4.py:pack_q4 packs the weights. */
-static inline int chunk_len(int64_t left) {
-    return left >= 16 ? 16 : left >= 8 ? 8 : left >= 4 ? 4 : 2;
+/* AMX needs the kernel's permission for its tile state (Linux 5.16+): asked once. */
+static int amx_ok = -1;
+int zf_q4_has_amx(void) {
+#ifdef ZF_AMX
+    if (amx_ok < 0) amx_ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */,
+                                     18 /* XFEATURE_XTILEDATA */) == 0;
+    return amx_ok;
+#else
+    return 0;
+#endif
 }
+static int max_path = 2;        /* 0 portable, 1 VNNI, 2 AMX: tests compare the paths */
+void zf_q4_set_path(int path) { max_path = path; }
 
-/* Where weights 4g..4g+3 of block bl of a chunk of c blocks go (one 32-bit lane), as an offset
- * from the chunk's first code (32 c0): vector g / (16/c), lane bl + c (g mod 16/c). */
-static inline int64_t lane_pos(int c, int bl, int g) {
-    int sh = c == 16 ? 0 : c == 8 ? 1 : c == 4 ? 2 : 3;          /* 16/c = 1 << sh */
-    return 64 * (g >> sh) + 4 * (bl + c * (g & ((1 << sh) - 1)));
-}
-
-/* Code j of block bl in such a chunk: the offset of its code (its activation's offset too), and
- * of its packed byte and nibble. */
-static inline int64_t code_pos(int c, int bl, int j) { return lane_pos(c, bl, j >> 2) + (j & 3); }
-static inline int code_of(const uint8_t *qc, int64_t off) {
-    uint8_t byte = qc[(off / 64) * 32 + off % 32];
-    return off % 64 >= 32 ? byte >> 4 : byte & 15;
-}
-
-/* x (K,) float -> a (K,) int8 (in the layout above when K % 64 == 0, else in natural order),
- * e (K/32,) scales, s (K/32,) = e * sum(a) of the block: e = max|x_block| / 127, a = round(x / e). */
+/* x (K,) float -> a (K,) int8, e (K/32,) scales, s (K/32,) = e * sum(a) of the block:
+ * e = max|x_block| / 127, a = round(x / e) (to nearest even, as lrintf) clamped to +-127. */
 static void quantize_x(const float *x, int64_t K, int8_t *a, float *e, float *s) {
-    int64_t nb = K / 32;
-    int vec = K % 64 == 0;
-    for (int64_t c0 = 0; c0 < nb;) {
-        int c = vec ? chunk_len(nb - c0) : 1;
-        for (int bl = 0; bl < c; bl++) {
-            int64_t b = c0 + bl;
-            const float *xb = x + 32 * b;
-            int8_t v8[32];
-            int sum = 0;
-            float eb, inv;
+    for (int64_t b = 0; b < K / 32; b++) {
+        const float *xb = x + 32 * b;
+        int sum = 0;
+        float eb, inv;
 #ifdef ZF_VNNI
-            __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + 16);
-            eb = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1))) / 127.f;
-            inv = eb > 0.f ? 1.f / eb : 0.f;
-            __m512 vi = _mm512_set1_ps(inv);
-            /* round to nearest even (the default mode, as lrintf), then clamp: the same values */
-            __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vi));
-            __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vi));
-            i0 = _mm512_max_epi32(_mm512_min_epi32(i0, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
-            i1 = _mm512_max_epi32(_mm512_min_epi32(i1, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
-            sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
-            _mm_storeu_si128((__m128i *)v8, _mm512_cvtepi32_epi8(i0));
-            _mm_storeu_si128((__m128i *)(v8 + 16), _mm512_cvtepi32_epi8(i1));
+        __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + 16);
+        eb = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1))) / 127.f;
+        inv = eb > 0.f ? 1.f / eb : 0.f;
+        __m512 vi = _mm512_set1_ps(inv);
+        __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vi));
+        __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vi));
+        i0 = _mm512_max_epi32(_mm512_min_epi32(i0, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+        i1 = _mm512_max_epi32(_mm512_min_epi32(i1, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+        sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+        _mm_storeu_si128((__m128i *)(a + 32 * b), _mm512_cvtepi32_epi8(i0));
+        _mm_storeu_si128((__m128i *)(a + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
 #else
-            float amax = 0.f;
-            for (int j = 0; j < 32; j++) { float v = fabsf(xb[j]); if (v > amax) amax = v; }
-            eb = amax / 127.f;
-            inv = eb > 0.f ? 1.f / eb : 0.f;
-            for (int j = 0; j < 32; j++) {
-                int v = (int)lrintf(xb[j] * inv);
-                v = v > 127 ? 127 : (v < -127 ? -127 : v);
-                sum += v;
-                v8[j] = (int8_t)v;
-            }
-#endif
-            if (vec) {                  /* 4 codes (a 32-bit lane) at a time */
-                int8_t *dst = a + 32 * c0;
-                for (int g = 0; g < 8; g++) memcpy(dst + lane_pos(c, bl, g), v8 + 4 * g, 4);
-            } else {
-                memcpy(a + 32 * b, v8, 32);
-            }
-            e[b] = eb; s[b] = eb * (float)sum;
+        float amax = 0.f;
+        for (int j = 0; j < 32; j++) { float v = fabsf(xb[j]); if (v > amax) amax = v; }
+        eb = amax / 127.f;
+        inv = eb > 0.f ? 1.f / eb : 0.f;
+        for (int j = 0; j < 32; j++) {
+            int v = (int)lrintf(xb[j] * inv);
+            v = v > 127 ? 127 : (v < -127 ? -127 : v);
+            sum += v;
+            a[32 * b + j] = (int8_t)v;
         }
-        c0 += c;
+#endif
+        e[b] = eb; s[b] = eb * (float)sum;
     }
 }
 
-/* The portable loop, one output: row n of the weights (q: K/2 bytes, d, m: K/32) against one
- * quantized activation row, block by block. K % 64 != 0: block b's 16 bytes hold
- * q[32b + i] | q[32b + 16 + i] << 4 and the activations are in natural order. */
-static float dot_row(const uint8_t *q, const uint16_t *d, const uint16_t *m, const int8_t *a,
-                     const float *e, const float *s, int64_t K) {
-    int64_t nb = K / 32;
-    float acc = 0.f;
-    for (int64_t c0 = 0; c0 < nb;) {
-        int c = K % 64 == 0 ? chunk_len(nb - c0) : 1;
-        for (int bl = 0; bl < c; bl++) {
-            int64_t b = c0 + bl;
-            int dot = 0;
-            for (int j = 0; j < 32; j++) {
-                if (K % 64 == 0) {
-                    int64_t off = code_pos(c, bl, j);
-                    dot += code_of(q + 16 * c0, off) * a[32 * c0 + off];
-                } else {
-                    uint8_t byte = q[16 * b + j % 16];
-                    dot += (j < 16 ? byte & 15 : byte >> 4) * a[32 * b + j];
-                }
+/* Code j of block b of row n (0..15) of a group (qg: the group's codes). */
+static inline int code_at(const uint8_t *qg, int64_t b, int n, int j) {
+    uint8_t byte = qg[256 * b + 64 * (j / 8) + 4 * n + j % 4];
+    return (j % 8) < 4 ? byte & 15 : byte >> 4;
+}
+
+/* The portable loop: rows r < R of y (stride N) for the group's rows n < nv. */
+static void group_portable(const uint8_t *qg, const uint16_t *sg, int64_t nb, const int8_t *a,
+                           const float *e, const float *s, int64_t K, int64_t R, float *y,
+                           int64_t N, int nv) {
+    for (int64_t r = 0; r < R; r++)
+        for (int n = 0; n < nv; n++) {
+            float acc = 0.f;
+            for (int64_t b = 0; b < nb; b++) {
+                int dot = 0;
+                for (int j = 0; j < 32; j++) dot += code_at(qg, b, n, j) * a[r * K + 32 * b + j];
+                float de = h2f(sg[32 * b + n]) * e[r * nb + b];
+                acc = fmaf((float)dot, de, acc);
+                acc = fmaf(h2f(sg[32 * b + 16 + n]), s[r * nb + b], acc);
             }
-            acc += h2f(d[b]) * e[b] * (float)dot + h2f(m[b]) * s[b];
+            y[r * N + n] = acc;
         }
-        c0 += c;
-    }
-    return acc;
 }
 
 #ifdef ZF_VNNI
-/* NW weight rows (q, d, m at row strides qs, bs) against R activation rows (a, e, s at strides
- * K, K/32), K % 64 == 0: every chunk's codes are unpacked once and used for every activation
- * row. y[w + r * ys]. Per (weight row, activation row) the same operations in the same order
- * whatever NW and R (a row in a batch is computed exactly as alone):
- *     per chunk:  t = sum over its vectors of vpdpbusd (int32, exact)
- *                 acc = fma(float(t), d e (lanes: L mod c), acc);  acc = fma(m, s, acc)
- *     y = sum of acc's 16 lanes                                                     */
-static inline __attribute__((always_inline)) void tile(
-        const uint8_t *q, const uint16_t *d, const uint16_t *m, int64_t qs, int64_t bs,
-        const int NW, const int8_t *a, const float *e, const float *s, int64_t K, const int R,
-        float *y, int64_t ys) {
-    int64_t nb = K / 32;
+/* The 8 code vectors of block b (see the layout). */
+static inline __attribute__((always_inline)) void unpack8(const uint8_t *qb, __m512i w[8]) {
     const __m512i low = _mm512_set1_epi8(0x0f);
-    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    __m512 acc[2][8];
-    for (int w = 0; w < NW; w++)
-        for (int r = 0; r < R; r++) acc[w][r] = _mm512_setzero_ps();
-    for (int64_t c0 = 0; c0 < nb;) {
-        int c = chunk_len(nb - c0);
-        __mmask16 mk = (__mmask16)((1u << c) - 1);
-        __m512i t[2][8];
-        for (int w = 0; w < NW; w++)
-            for (int r = 0; r < R; r++) t[w][r] = _mm512_setzero_si512();
-        const uint8_t *qc = q + 16 * c0;
-        const int8_t *ac = a + 32 * c0;
-#define ZF_VECTOR(v)                                                                           \
-        do {                                                                                  \
-            __m512i wv[2];                                                                    \
-            for (int w = 0; w < NW; w++) {                                                    \
-                __m256i packed = _mm256_loadu_si256((const __m256i *)(qc + w * qs + 32 * (v))); \
-                wv[w] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(packed),   \
-                                                            _mm256_srli_epi16(packed, 4), 1), low); \
-            }                                                                                 \
-            for (int r = 0; r < R; r++) {                                                     \
-                __m512i x = _mm512_loadu_si512((const void *)(ac + r * K + 64 * (v)));        \
-                for (int w = 0; w < NW; w++) t[w][r] = _mm512_dpbusd_epi32(t[w][r], wv[w], x); \
-            }                                                                                 \
-        } while (0)
-        if (c == 16) {          /* a constant trip count: unrolled, the sums stay in place */
-            for (int v = 0; v < 8; v++) ZF_VECTOR(v);
-        } else {
-            for (int v = 0; v < c / 2; v++) ZF_VECTOR(v);
+    for (int i = 0; i < 4; i++) {
+        __m512i p = _mm512_loadu_si512((const void *)(qb + 64 * i));
+        w[2 * i] = _mm512_and_si512(p, low);
+        w[2 * i + 1] = _mm512_and_si512(_mm512_srli_epi16(p, 4), low);
+    }
+}
+
+/* The float part of one block for one row: acc = fma(S, d e, acc); acc = fma(m, s, acc). */
+static inline __attribute__((always_inline)) __m512 scale_add(__m512i S, __m512 dv, __m512 mv,
+                                                              float e, float s, __m512 acc) {
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S), _mm512_mul_ps(dv, _mm512_set1_ps(e)), acc);
+    return _mm512_fmadd_ps(mv, _mm512_set1_ps(s), acc);
+}
+
+/* A group of 16 weight rows against R <= 8 activation rows (R a constant after inlining). */
+static inline __attribute__((always_inline)) void group_vnni(
+        const uint8_t *qg, const uint16_t *sg, int64_t nb, const int8_t *a, const float *e,
+        const float *s, int64_t K, const int R, float *y, int64_t N, __mmask16 keep) {
+    __m512 acc[8];
+    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i w[8];
+        unpack8(qg + 256 * b, w);
+        __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sg + 32 * b)));
+        __m512 mv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sg + 32 * b + 16)));
+        for (int r = 0; r < R; r++) {
+            const int8_t *ab = a + r * K + 32 * b;
+            __m512i S = _mm512_setzero_si512();
+            for (int v = 0; v < 8; v++) {
+                int32_t four;
+                memcpy(&four, ab + 4 * v, 4);
+                S = _mm512_dpbusd_epi32(S, w[v], _mm512_set1_epi32(four));
+            }
+            acc[r] = scale_add(S, dv, mv, e[r * nb + b], s[r * nb + b], acc[r]);
         }
-#undef ZF_VECTOR
-        __m512i pick = _mm512_and_si512(lane, _mm512_set1_epi32(c - 1));
-        for (int w = 0; w < NW; w++) {
-            __m512 dv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, d + w * bs + c0));
-            __m512 mv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, m + w * bs + c0));
-            for (int r = 0; r < R; r++) {
-                __m512 de = _mm512_mul_ps(dv, _mm512_maskz_loadu_ps(mk, e + r * nb + c0));
-                if (c < 16) de = _mm512_permutexvar_ps(pick, de);
-                acc[w][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t[w][r]), de, acc[w][r]);
-                acc[w][r] = _mm512_fmadd_ps(mv, _mm512_maskz_loadu_ps(mk, s + r * nb + c0),
-                                            acc[w][r]);
+    }
+    for (int r = 0; r < R; r++) _mm512_mask_storeu_ps(y + r * N, keep, acc[r]);
+}
+
+static void group_rows(const uint8_t *qg, const uint16_t *sg, int64_t nb, const int8_t *a,
+                       const float *e, const float *s, int64_t K, int64_t R, float *y, int64_t N,
+                       __mmask16 keep) {
+    for (int64_t r = 0; r < R;) {
+        int64_t left = R - r;
+        const int8_t *ar = a + r * K;
+        const float *er = e + r * nb, *sr = s + r * nb;
+        float *yr = y + r * N;
+        switch (left >= 8 ? 8 : left) {
+        case 8: group_vnni(qg, sg, nb, ar, er, sr, K, 8, yr, N, keep); r += 8; break;
+        case 7: group_vnni(qg, sg, nb, ar, er, sr, K, 7, yr, N, keep); r += 7; break;
+        case 6: group_vnni(qg, sg, nb, ar, er, sr, K, 6, yr, N, keep); r += 6; break;
+        case 5: group_vnni(qg, sg, nb, ar, er, sr, K, 5, yr, N, keep); r += 5; break;
+        case 4: group_vnni(qg, sg, nb, ar, er, sr, K, 4, yr, N, keep); r += 4; break;
+        case 3: group_vnni(qg, sg, nb, ar, er, sr, K, 3, yr, N, keep); r += 3; break;
+        case 2: group_vnni(qg, sg, nb, ar, er, sr, K, 2, yr, N, keep); r += 2; break;
+        default: group_vnni(qg, sg, nb, ar, er, sr, K, 1, yr, N, keep); r += 1; break;
+        }
+    }
+}
+#endif
+
+#ifdef ZF_AMX
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} __attribute__((packed, aligned(64))) TileConfig;
+
+/* Groups [g0, g1) against R <= 16 rows with AMX: per block, tile 0 = the R rows' 32 activations,
+ * tile 1 = the 8 unpacked code vectors, tile 2 = S (R x 16 int32, exact: the same numbers as
+ * vpdpbusd), then the same float part as group_vnni. */
+static void groups_amx(const uint8_t *q, const uint16_t *sc, int64_t g0, int64_t g1, int64_t nb,
+                       const int8_t *a, const float *e, const float *s, int64_t K, int64_t R,
+                       float *y, int64_t N) {
+    TileConfig cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 6; i += 3) {       /* two sets, for two blocks in flight */
+        cfg.rows[i] = (uint8_t)R; cfg.colsb[i] = 32;
+        cfg.rows[i + 1] = 8; cfg.colsb[i + 1] = 64;
+        cfg.rows[i + 2] = (uint8_t)R; cfg.colsb[i + 2] = 64;
+    }
+    _tile_loadconfig(&cfg);
+    int32_t S0[16 * 16] __attribute__((aligned(64))), S1[16 * 16] __attribute__((aligned(64)));
+    __m512i w0[8], w1[8];
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *qg = q + g * nb * 256;
+        const uint16_t *sg = sc + g * nb * 32;
+        __m512 acc[16];
+        for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+        for (int64_t b = 0; b < nb; b += 2) {
+            int two = b + 1 < nb;
+            unpack8(qg + 256 * b, w0);
+            _tile_loadd(1, w0, 64);
+            _tile_loadd(0, a + 32 * b, K);
+            _tile_zero(2);
+            _tile_dpbsud(2, 0, 1);
+            if (two) {
+                unpack8(qg + 256 * (b + 1), w1);
+                _tile_loadd(4, w1, 64);
+                _tile_loadd(3, a + 32 * (b + 1), K);
+                _tile_zero(5);
+                _tile_dpbsud(5, 3, 4);
+            }
+            _tile_stored(2, S0, 64);
+            if (two) _tile_stored(5, S1, 64);
+            for (int64_t bb = b; bb < b + 1 + two; bb++) {
+                const int32_t *S = bb == b ? S0 : S1;
+                __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sg + 32 * bb)));
+                __m512 mv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sg + 32 * bb + 16)));
+                for (int r = 0; r < R; r++)
+                    acc[r] = scale_add(_mm512_load_si512((const void *)(S + 16 * r)), dv, mv,
+                                       e[r * nb + bb], s[r * nb + bb], acc[r]);
             }
         }
-        c0 += c;
+        int64_t left = N - 16 * g;
+        __mmask16 keep = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+        for (int r = 0; r < R; r++) _mm512_mask_storeu_ps(y + r * N + 16 * g, keep, acc[r]);
     }
-    for (int w = 0; w < NW; w++)
-        for (int r = 0; r < R; r++) y[w + r * ys] = _mm512_reduce_add_ps(acc[w][r]);
-}
-
-/* Row n of the weights against all R activation rows: tiles of 8 rows, then the rest (R a
- * constant in each call: the accumulators stay in registers). y[r * N]. */
-static void dot_all_rows(const uint8_t *q, const uint16_t *d, const uint16_t *m, const int8_t *a,
-                         const float *e, const float *s, int64_t K, int64_t R, float *y,
-                         int64_t N) {
-    int64_t nb = K / 32, r = 0;
-    for (; r + 8 <= R; r += 8) tile(q, d, m, 0, 0, 1, a + r * K, e + r * nb, s + r * nb, K, 8, y + r * N, N);
-    const int8_t *ar = a + r * K;
-    const float *er = e + r * nb, *sr = s + r * nb;
-    float *yr = y + r * N;
-    switch (R - r) {
-    case 7: tile(q, d, m, 0, 0, 1, ar, er, sr, K, 7, yr, N); break;
-    case 6: tile(q, d, m, 0, 0, 1, ar, er, sr, K, 6, yr, N); break;
-    case 5: tile(q, d, m, 0, 0, 1, ar, er, sr, K, 5, yr, N); break;
-    case 4: tile(q, d, m, 0, 0, 1, ar, er, sr, K, 4, yr, N); break;
-    case 3: tile(q, d, m, 0, 0, 1, ar, er, sr, K, 3, yr, N); break;
-    case 2: tile(q, d, m, 0, 0, 1, ar, er, sr, K, 2, yr, N); break;
-    case 1: tile(q, d, m, 0, 0, 1, ar, er, sr, K, 1, yr, N); break;
-    default: break;
-    }
+    _tile_release();
 }
 #endif
 
-/* The loop over weight rows (split between threads): one activation row takes two weight rows
- * at a time, several take one weight row against all of them (dot_all_rows). */
+/* y (R, N) = the quantized rows (a, e, s) times the packed weights (q, sc): groups of 16 weight
+ * rows split between threads. */
+static void matvec(const uint8_t *q, const uint16_t *sc, int64_t N, int64_t K, const int8_t *a,
+                   const float *e, const float *s, int64_t R, float *y, int threads) {
+    int64_t nb = K / 32, G = (N + 15) / 16;
+    (void)threads;
+#ifdef ZF_AMX
+    if (R >= 2 && max_path >= 2 && zf_q4_has_amx()) {
+        for (int64_t r0 = 0; r0 < R; r0 += 16) {
+            int64_t rr = R - r0 < 16 ? R - r0 : 16;
+#pragma omp parallel num_threads(threads) if (threads > 1 && N >= 256)
+            {
+                int64_t g0 = 0, g1 = G;
+#ifdef _OPENMP
+                int nt = omp_get_num_threads(), it = omp_get_thread_num();
+                g0 = G * it / nt; g1 = G * (it + 1) / nt;
+#endif
+                groups_amx(q, sc, g0, g1, nb, a + r0 * K, e + r0 * nb, s + r0 * nb, K, rr,
+                           y + r0 * N, N);
+            }
+        }
+        return;
+    }
+#endif
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N >= 256)
+    for (int64_t g = 0; g < G; g++) {
+        int64_t left = N - 16 * g;
+        const uint8_t *qg = q + g * nb * 256;
+        const uint16_t *sg = sc + g * nb * 32;
 #ifdef ZF_VNNI
-#define VECTOR_ROWS(Q, D, M)                                                                   \
-    if (K % 64 == 0) {                                                                        \
-        if (R == 1) {                                                                         \
-            _Pragma("omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N >= 256)") \
-            for (int64_t n = 0; n < N - 1; n += 2)                                            \
-                tile(Q + n * (K / 2), D + n * nb, M + n * nb, K / 2, nb, 2, a, e, s, K, 1,    \
-                     y + n, N);                                                               \
-            if (N % 2)                                                                        \
-                tile(Q + (N - 1) * (K / 2), D + (N - 1) * nb, M + (N - 1) * nb, 0, 0, 1, a, e, \
-                     s, K, 1, y + N - 1, N);                                                  \
-            return;                                                                           \
-        }                                                                                     \
-        _Pragma("omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N >= 256)") \
-        for (int64_t n = 0; n < N; n++)                                                       \
-            dot_all_rows(Q + n * (K / 2), D + n * nb, M + n * nb, a, e, s, K, R, y + n, N);   \
-        return;                                                                               \
-    }
-#else
-#define VECTOR_ROWS(Q, D, M)
+        if (max_path >= 1) {
+            __mmask16 keep = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+            group_rows(qg, sg, nb, a, e, s, K, R, y + 16 * g, N, keep);
+            continue;
+        }
 #endif
-#define MATVEC(Q, D, M)                                                                        \
-    VECTOR_ROWS(Q, D, M)                                                                      \
-    _Pragma("omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N >= 256)") \
-    for (int64_t n = 0; n < N; n++)                                                           \
-        for (int64_t r = 0; r < R; r++)                                                       \
-            y[r * N + n] = dot_row(Q + n * (K / 2), D + n * nb, M + n * nb, a + r * K,        \
-                                   e + r * nb, s + r * nb, K);
+        group_portable(qg, sg, nb, a, e, s, K, R, y + 16 * g, N, left >= 16 ? 16 : (int)left);
+    }
+}
 
-/* y (R, N) = x (R, K) W^T for the packed W (N rows of K/2 bytes; d, m (N, K/32) fp16).
+/* y (R, N) = x (R, K) W^T for the packed W (pack_q4: q, sc).
  * work: R * (K + 8 * K/32) bytes of scratch for the quantized activations. */
-void zf_q4_matmul(const float *x, int64_t R, int64_t K, const uint8_t *q, const uint16_t *d,
-                  const uint16_t *m, int64_t N, float *y, void *work, int threads) {
+void zf_q4_matmul(const float *x, int64_t R, int64_t K, const uint8_t *q, const uint16_t *sc,
+                  int64_t N, float *y, void *work, int threads) {
     int64_t nb = K / 32;
     int8_t *a = (int8_t *)work;
     float *e = (float *)(a + R * K), *s = e + R * nb;
     for (int64_t r = 0; r < R; r++) quantize_x(x + r * K, K, a + r * K, e + r * nb, s + r * nb);
-    MATVEC(q, d, m)
+    matvec(q, sc, N, K, a, e, s, R, y, threads);
 }
 
 /* The weights as bf16 (N, K), w = d q + m rounded to nearest even: for many rows at once
  * (a prompt), where one bf16 matrix product beats R matrix-vector products (nn/q4.py). */
-void zf_q4_dequant_bf16(const uint8_t *q, const uint16_t *d, const uint16_t *m, int64_t N,
-                        int64_t K, uint16_t *out, int threads) {
+void zf_q4_dequant_bf16(const uint8_t *q, const uint16_t *sc, int64_t N, int64_t K,
+                        uint16_t *out, int threads) {
     int64_t nb = K / 32;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N >= 256)
 #endif
-    for (int64_t n = 0; n < N; n++) {
-        const uint8_t *qn = q + n * (K / 2);
-        for (int64_t c0 = 0; c0 < nb;) {
-            int c = K % 64 == 0 ? chunk_len(nb - c0) : 1;
-            for (int bl = 0; bl < c; bl++) {
-                int64_t b = c0 + bl;
-                float db = h2f(d[n * nb + b]), mb = h2f(m[n * nb + b]);
-                uint16_t *o = out + n * K + 32 * b;
-                for (int j = 0; j < 32; j++) {
-                    int code;
-                    if (K % 64 == 0) code = code_of(qn + 16 * c0, code_pos(c, bl, j));
-                    else code = j < 16 ? qn[16 * b + j] & 15 : qn[16 * b + j - 16] >> 4;
-                    float w = db * (float)code + mb;
-                    uint32_t u;
-                    memcpy(&u, &w, 4);
-                    u += 0x7fff + ((u >> 16) & 1);
-                    o[j] = (uint16_t)(u >> 16);
-                }
+    for (int64_t row = 0; row < N; row++) {
+        int64_t g = row / 16;
+        int n = (int)(row % 16);
+        const uint8_t *qg = q + g * nb * 256;
+        const uint16_t *sg = sc + g * nb * 32;
+        for (int64_t b = 0; b < nb; b++) {
+            float db = h2f(sg[32 * b + n]), mb = h2f(sg[32 * b + 16 + n]);
+            uint16_t *o = out + row * K + 32 * b;
+            for (int j = 0; j < 32; j++) {
+                float w = db * (float)code_at(qg, b, n, j) + mb;
+                uint32_t u;
+                memcpy(&u, &w, 4);
+                u += 0x7fff + ((u >> 16) & 1);
+                o[j] = (uint16_t)(u >> 16);
             }
-            c0 += c;
         }
     }
 }
@@ -316,7 +337,7 @@ void zf_q4_dequant_bf16(const uint8_t *q, const uint16_t *d, const uint16_t *m, 
  * Q4 matrix above: the same computation as nn/blocks.py's TransformerBlock on that path, in one
  * call, so that a token costs the weights' memory traffic and no per-operation dispatch.
  * Used by nn/q4.py:LlamaStep; tests/test_q4.py checks it against the module path. */
-typedef struct { const uint8_t *q; const uint16_t *d, *m; int64_t n, k; } ZfQ4;
+typedef struct { const uint8_t *q; const uint16_t *sc; int64_t n, k; } ZfQ4;
 typedef struct {
     const float *norm_attn, *norm_ffn;
     ZfQ4 qkv, o, gate_up, down;
@@ -329,7 +350,7 @@ static void q4_mv(const ZfQ4 *w, const float *x, int64_t R, float *y, void *work
     int8_t *a = (int8_t *)work;
     float *e = (float *)(a + R * K), *s = e + R * nb;
     for (int64_t r = 0; r < R; r++) quantize_x(x + r * K, K, a + r * K, e + r * nb, s + r * nb);
-    MATVEC(w->q, w->d, w->m)
+    matvec(w->q, w->sc, N, K, a, e, s, R, y, threads);
 }
 
 static void rms_norm(const float *x, const float *g, float eps, int64_t n, float *y) {
