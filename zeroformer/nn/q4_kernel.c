@@ -306,26 +306,53 @@ void zf_q4_matmul(const float *x, int64_t R, int64_t K, const uint8_t *q, const 
 
 /* The weights as bf16 (N, K), w = d q + m rounded to nearest even: for many rows at once
  * (a prompt), where one bf16 matrix product beats R matrix-vector products (nn/q4.py). */
+static inline uint16_t bf16_rne(float w) {
+    uint32_t u;
+    memcpy(&u, &w, 4);
+    u += 0x7fff + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
 void zf_q4_dequant_bf16(const uint8_t *q, const uint16_t *sc, int64_t N, int64_t K,
                         uint16_t *out, int threads) {
-    int64_t nb = K / 32;
+    int64_t nb = K / 32, G = (N + 15) / 16;
+    (void)threads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && N >= 256)
 #endif
-    for (int64_t row = 0; row < N; row++) {
-        int64_t g = row / 16;
-        int n = (int)(row % 16);
+    for (int64_t g = 0; g < G; g++) {
         const uint8_t *qg = q + g * nb * 256;
         const uint16_t *sg = sc + g * nb * 32;
-        for (int64_t b = 0; b < nb; b++) {
-            float db = h2f(sg[32 * b + n]), mb = h2f(sg[32 * b + 16 + n]);
-            uint16_t *o = out + row * K + 32 * b;
-            for (int j = 0; j < 32; j++) {
-                float w = db * (float)code_at(qg, b, n, j) + mb;
-                uint32_t u;
-                memcpy(&u, &w, 4);
-                u += 0x7fff + ((u >> 16) & 1);
-                o[j] = (uint16_t)(u >> 16);
+        for (int n = 0; n < 16 && 16 * g + n < N; n++) {
+            for (int64_t b = 0; b < nb; b++) {
+                float db = h2f(sg[32 * b + n]), mb = h2f(sg[32 * b + 16 + n]);
+                uint16_t *o = out + (16 * g + n) * K + 32 * b;
+                const uint8_t *qb = qg + 256 * b + 4 * n;
+#ifdef ZF_VNNI
+                uint64_t codes[4];                /* row n's 32 codes of block b, in order */
+                for (int i = 0; i < 4; i++) {
+                    uint32_t word;
+                    memcpy(&word, qb + 64 * i, 4);
+                    codes[i] = (uint64_t)(word & 0x0f0f0f0fu) | (uint64_t)((word >> 4) & 0x0f0f0f0fu) << 32;
+                }
+                for (int h = 0; h < 2; h++) {
+                    __m512 w = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(db), _mm512_cvtepi32_ps(
+                        _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + 2 * h))))),
+                        _mm512_set1_ps(mb));             /* d q + m: two roundings, as in C */
+                    __m512i u = _mm512_castps_si512(w);         /* round to nearest even */
+                    u = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
+                        _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))));
+                    _mm256_storeu_si256((__m256i *)(o + 16 * h),
+                                        _mm512_cvtepi32_epi16(_mm512_srli_epi32(u, 16)));
+                }
+                continue;
+#endif
+                for (int i = 0; i < 4; i++)
+                    for (int t = 0; t < 4; t++) {
+                        uint8_t byte = qb[64 * i + t];
+                        o[8 * i + t] = bf16_rne(db * (float)(byte & 15) + mb);
+                        o[8 * i + 4 + t] = bf16_rne(db * (float)(byte >> 4) + mb);
+                    }
             }
         }
     }
