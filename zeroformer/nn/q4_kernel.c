@@ -198,51 +198,62 @@ typedef struct {
     uint8_t rows[16];
 } __attribute__((packed, aligned(64))) TileConfig;
 
-/* Groups [g0, g1) against R <= 16 rows with AMX: per block, tile 0 = the R rows' 32 activations,
- * tile 1 = the 8 unpacked code vectors, tile 2 = S (R x 16 int32, exact: the same numbers as
- * vpdpbusd), then the same float part as group_vnni. */
+/* Groups [g0, g1) against R <= 16 rows with AMX, blocks in runs of up to AMX_RUN: (1) unpack the
+ * run's code vectors to memory, (2) per block, tile 0/3 = the R rows' 32 activations, tile 1/4 =
+ * the block's 8 code vectors, tile 2/5 = S (R x 16 int32, exact: the same numbers as vpdpbusd;
+ * two blocks in flight), stored to memory, (3) the same float part as group_vnni, in block order.
+ * (Phases rather than block by block: a tile load right after the vector stores it reads, or a
+ * vector load right after a tile store, waits for them.) */
+#define AMX_RUN 32
 static void groups_amx(const uint8_t *q, const uint16_t *sc, int64_t g0, int64_t g1, int64_t nb,
                        const int8_t *a, const float *e, const float *s, int64_t K, int64_t R,
                        float *y, int64_t N) {
     TileConfig cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
-    for (int i = 0; i < 6; i += 3) {       /* two sets, for two blocks in flight */
+    for (int i = 0; i < 6; i += 3) {
         cfg.rows[i] = (uint8_t)R; cfg.colsb[i] = 32;
         cfg.rows[i + 1] = 8; cfg.colsb[i + 1] = 64;
         cfg.rows[i + 2] = (uint8_t)R; cfg.colsb[i + 2] = 64;
     }
     _tile_loadconfig(&cfg);
-    int32_t S0[16 * 16] __attribute__((aligned(64))), S1[16 * 16] __attribute__((aligned(64)));
-    __m512i w0[8], w1[8];
+    static __thread __m512i wbuf[AMX_RUN][8];
+    static __thread int32_t sbuf[AMX_RUN][16 * 16] __attribute__((aligned(64)));
     for (int64_t g = g0; g < g1; g++) {
         const uint8_t *qg = q + g * nb * 256;
         const uint16_t *sg = sc + g * nb * 32;
         __m512 acc[16];
         for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
-        for (int64_t b = 0; b < nb; b += 2) {
-            int two = b + 1 < nb;
-            unpack8(qg + 256 * b, w0);
-            _tile_loadd(1, w0, 64);
-            _tile_loadd(0, a + 32 * b, K);
-            _tile_zero(2);
-            _tile_dpbsud(2, 0, 1);
-            if (two) {
-                unpack8(qg + 256 * (b + 1), w1);
-                _tile_loadd(4, w1, 64);
-                _tile_loadd(3, a + 32 * (b + 1), K);
+        for (int64_t b0 = 0; b0 < nb; b0 += AMX_RUN) {
+            int run = nb - b0 < AMX_RUN ? (int)(nb - b0) : AMX_RUN;
+            for (int i = 0; i < run; i++) unpack8(qg + 256 * (b0 + i), wbuf[i]);
+            int i = 0;
+            for (; i + 1 < run; i += 2) {
+                _tile_loadd(1, wbuf[i], 64);
+                _tile_loadd(0, a + 32 * (b0 + i), K);
+                _tile_zero(2);
+                _tile_loadd(4, wbuf[i + 1], 64);
+                _tile_loadd(3, a + 32 * (b0 + i + 1), K);
                 _tile_zero(5);
+                _tile_dpbsud(2, 0, 1);
                 _tile_dpbsud(5, 3, 4);
+                _tile_stored(2, sbuf[i], 64);
+                _tile_stored(5, sbuf[i + 1], 64);
             }
-            _tile_stored(2, S0, 64);
-            if (two) _tile_stored(5, S1, 64);
-            for (int64_t bb = b; bb < b + 1 + two; bb++) {
-                const int32_t *S = bb == b ? S0 : S1;
-                __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sg + 32 * bb)));
-                __m512 mv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sg + 32 * bb + 16)));
+            if (i < run) {
+                _tile_loadd(1, wbuf[i], 64);
+                _tile_loadd(0, a + 32 * (b0 + i), K);
+                _tile_zero(2);
+                _tile_dpbsud(2, 0, 1);
+                _tile_stored(2, sbuf[i], 64);
+            }
+            for (i = 0; i < run; i++) {
+                int64_t b = b0 + i;
+                __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sg + 32 * b)));
+                __m512 mv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sg + 32 * b + 16)));
                 for (int r = 0; r < R; r++)
-                    acc[r] = scale_add(_mm512_load_si512((const void *)(S + 16 * r)), dv, mv,
-                                       e[r * nb + bb], s[r * nb + bb], acc[r]);
+                    acc[r] = scale_add(_mm512_load_si512((const void *)(sbuf[i] + 16 * r)), dv, mv,
+                                       e[r * nb + b], s[r * nb + b], acc[r]);
             }
         }
         int64_t left = N - 16 * g;
