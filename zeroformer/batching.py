@@ -176,10 +176,11 @@ class BatchEngine:
                 pos[slot] = req.prompt.size(1) + len(req.tokens) - 1
             logits = self.session.decode(self._tensor(ids), self._tensor(pos), max(pos) + 1)
             logits = logits.float()                                           # (R, V)
-            greedy = None      # every greedy row's argmax in one call (the same ids per row)
-            if any(r.temperature == 0.0 and r.repetition_penalty == 1.0
-                   for r in self.running.values()):
-                greedy = logits.argmax(-1).tolist()
+            greedy = None      # every greedy row's argmax in one call (the first maximum, as
+            if any(r.temperature == 0.0 and r.repetition_penalty == 1.0   # torch.argmax; numpy's
+                   for r in self.running.values()):          # is ~20x faster on a CPU (V = 49k))
+                greedy = (logits.numpy().argmax(1) if logits.device.type == "cpu"
+                          else logits.argmax(-1)).tolist()
             for slot, req in sorted(self.running.items()):
                 if greedy is not None and req.temperature == 0.0 and req.repetition_penalty == 1.0:
                     events.append(self._take(slot, req, greedy[slot]))
