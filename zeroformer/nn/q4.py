@@ -13,6 +13,12 @@ per machine with the system C compiler (`cc -O3 -march=native -fopenmp`) into
 $ZEROFORMER_HOME/kernels/ and loaded with ctypes; without a compiler `available()` is False and
 the int4 path stays on torch's kernel (nn/fast.py). Inference only, CPU only, float32 in and out.
 
+Several rows at once (batched decoding, short prompts) run on AMX int8 tiles where the CPU has
+them (one tile product gives 16 weight rows x up to 16 rows' exact integer block sums), one row on
+VNNI. Each block's integer sum is exact on every path and the float part (scale, then add, block
+by block) is one code sequence, so a row's output is bit-equal whichever path and however many
+rows run with it (pack_q4: weight rows in groups of 16, the layout both instruction sets read).
+
 The reference is the fp32 model on the dequantized weights (tests/test_q4.py): the activation
 rounding adds a relative error of about 1/254 per block, as in llama.cpp's Q4_1 x Q8_1.
 With GEMM_ROWS rows or more (reading a prompt) the layer instead multiplies bf16 activations by
