@@ -78,6 +78,24 @@ def test_every_kernel_path_gives_the_same_numbers(k, rows):
         assert torch.equal(outs[2][i], layer(x[i:i + 1])[0])
 
 
+def test_two_threads_split_the_weight_rows_not_the_numbers():
+    """From 256 output rows on, threads take groups of weight rows: the same outputs as 1 thread."""
+    torch.manual_seed(3)
+    layer = q4.Q4Linear.from_linear(torch.nn.Linear(576, 300))
+    x = torch.randn(8, 576)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = [layer(x), layer(x[:1])]
+        torch.set_num_threads(2)
+        two = [layer(x), layer(x[:1])]
+    finally:
+        torch.set_num_threads(old)
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+    torch.testing.assert_close(one[0].double(), _reference(layer, x), rtol=1e-5,
+                               atol=1e-4 * one[0].abs().max().item())
+
+
 def _llama(seed=0):
     torch.manual_seed(seed)
     cfg = zeroformer.ModelConfig(arch="decoder", vocab_size=96, n_layer=3, d_model=64, n_head=4,
