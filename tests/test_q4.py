@@ -96,10 +96,10 @@ def test_two_threads_split_the_weight_rows_not_the_numbers():
                                atol=1e-4 * one[0].abs().max().item())
 
 
-def _llama(seed=0):
+def _llama(seed=0, d_model=64, n_head=4, n_kv_head=2):
     torch.manual_seed(seed)
-    cfg = zeroformer.ModelConfig(arch="decoder", vocab_size=96, n_layer=3, d_model=64, n_head=4,
-                                 n_kv_head=2, d_ff=128, activation="silu", gated_ffn=True,
+    cfg = zeroformer.ModelConfig(arch="decoder", vocab_size=96, n_layer=3, d_model=d_model,
+                                 n_head=n_head, n_kv_head=n_kv_head, d_ff=128, activation="silu", gated_ffn=True,
                                  norm="rmsnorm", position="rope", bias=False, max_seq_len=64,
                                  tie_embeddings=False, dropout=0.0)
     model = Decoder(cfg).eval()
@@ -110,8 +110,9 @@ def _llama(seed=0):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_fused_step_equals_module_path(threads):
-    fast = _llama()
+@pytest.mark.parametrize("shape", [(64, 4, 2), (192, 3, 1)])  # head_dim 16; 64 with 3 heads per
+def test_fused_step_equals_module_path(threads, shape):          # KV head (SmolLM2's attention)
+    fast = _llama(0, *shape)
     assert fast.fast_step is not None
     slow = copy.deepcopy(fast)
     slow.fused_step = False

@@ -490,6 +490,60 @@ static void attend(const float *q, const float *kc, const float *vc, int64_t p, 
     }
 }
 
+#ifdef ZF_VNNI
+/* rep <= 4 heads of 64 dims sharing one KV head (grouped-query attention): attend()'s operations
+ * for each head, in the same order, with each key and value row loaded once for all of them. */
+static void attend_shared(const float *q, const float *kc, const float *vc, int64_t p, int rep,
+                          float scale, float *sc, int64_t sc_stride, float *o) {
+    __m512 qv[4][4], ov[4][4];
+    float mx[4], z[4];
+    for (int h = 0; h < rep; h++) {
+        mx[h] = -INFINITY;
+        for (int u = 0; u < 4; u++) {
+            qv[h][u] = _mm512_loadu_ps(q + 64 * h + 16 * u);
+            ov[h][u] = _mm512_setzero_ps();
+        }
+    }
+    for (int64_t j = 0; j <= p; j++) {
+        __m512 k0 = _mm512_loadu_ps(kc + 64 * j), k1 = _mm512_loadu_ps(kc + 64 * j + 16);
+        __m512 k2 = _mm512_loadu_ps(kc + 64 * j + 32), k3 = _mm512_loadu_ps(kc + 64 * j + 48);
+        for (int h = 0; h < rep; h++) {
+            __m512 acc = _mm512_mul_ps(qv[h][0], k0);
+            acc = _mm512_fmadd_ps(qv[h][1], k1, acc);
+            acc = _mm512_fmadd_ps(qv[h][2], k2, acc);
+            acc = _mm512_fmadd_ps(qv[h][3], k3, acc);
+            float v = _mm512_reduce_add_ps(acc) * scale;
+            sc[h * sc_stride + j] = v;
+            if (v > mx[h]) mx[h] = v;
+        }
+    }
+    for (int h = 0; h < rep; h++) {
+        float *sh = sc + h * sc_stride;
+        __m512 zv = _mm512_setzero_ps();
+        for (int64_t j = 0; j <= p; j += 16) {
+            __mmask16 mk = (__mmask16)(p + 1 - j >= 16 ? 0xffff : (1u << (p + 1 - j)) - 1);
+            __m512 ev = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, sh + j), _mm512_set1_ps(mx[h])));
+            _mm512_mask_storeu_ps(sh + j, mk, ev);
+            zv = _mm512_mask_add_ps(zv, mk, zv, ev);
+        }
+        z[h] = _mm512_reduce_add_ps(zv);
+    }
+    for (int64_t j = 0; j <= p; j++) {
+        __m512 v0 = _mm512_loadu_ps(vc + 64 * j), v1 = _mm512_loadu_ps(vc + 64 * j + 16);
+        __m512 v2 = _mm512_loadu_ps(vc + 64 * j + 32), v3 = _mm512_loadu_ps(vc + 64 * j + 48);
+        for (int h = 0; h < rep; h++) {
+            __m512 pj = _mm512_set1_ps(sc[h * sc_stride + j] / z[h]);
+            ov[h][0] = _mm512_fmadd_ps(pj, v0, ov[h][0]);
+            ov[h][1] = _mm512_fmadd_ps(pj, v1, ov[h][1]);
+            ov[h][2] = _mm512_fmadd_ps(pj, v2, ov[h][2]);
+            ov[h][3] = _mm512_fmadd_ps(pj, v3, ov[h][3]);
+        }
+    }
+    for (int h = 0; h < rep; h++)
+        for (int u = 0; u < 4; u++) _mm512_storeu_ps(o + 64 * h + 16 * u, ov[h][u]);
+}
+#endif
+
 /* R rows, row r one new token at position pos[r] of cache row r (k_cache + r * row_stride). */
 void zf_llama_step(const ZfLayer *layers, int n_layer, float *h, int64_t R, int64_t dm,
                    int64_t n_head, int64_t n_kv, int64_t hd, const int64_t *pos, int64_t max_len,
@@ -519,9 +573,19 @@ void zf_llama_step(const ZfLayer *layers, int n_layer, float *h, int64_t R, int6
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && p >= 64)
 #endif
-            for (int64_t i = 0; i < n_head; i++)          /* softmax(q K^T / sqrt(d)) V per head */
+            for (int64_t i = 0; i < n_head; i++) {        /* softmax(q K^T / sqrt(d)) V per head */
+#ifdef ZF_VNNI
+                if (hd == 64 && rep <= 4) {               /* the rep heads of one KV head at once */
+                    if (i % rep == 0)
+                        attend_shared(q + i * hd, kc0 + (i / rep) * max_len * hd,
+                                      vc0 + (i / rep) * max_len * hd, p, (int)rep, scale,
+                                      scores + i * max_len, max_len, att + r * hq + i * hd);
+                    continue;
+                }
+#endif
                 attend(q + i * hd, kc0 + (i / rep) * max_len * hd, vc0 + (i / rep) * max_len * hd,
                        p, hd, scale, scores + i * max_len, att + r * hq + i * hd);
+            }
         }
         q4_mv(&L->o, att, R, out, work, threads);
         for (int64_t i = 0; i < R * dm; i++) h[i] += out[i];
