@@ -96,6 +96,21 @@ def test_two_threads_split_the_weight_rows_not_the_numbers():
                                atol=1e-4 * one[0].abs().max().item())
 
 
+@pytest.mark.parametrize("shape", [(8, 1, 49152), (3, 100), (1, 64)])
+def test_topk_indices_are_torch_topk(shape):
+    """The output layer's top-k (q4_kernel.c:zf_topk, RefinedInt4Linear): the same values as
+    torch.topk, the same indices where the values are distinct; with ties, the first ones."""
+    torch.manual_seed(shape[-1])
+    x = torch.randn(*shape)
+    idx = q4.topk_indices(x, 64)
+    ref = x.topk(64, dim=-1)
+    assert torch.equal(idx.sort(-1).values, ref.indices.sort(-1).values)
+    ties = torch.zeros(2, 300)
+    ties[0, 7] = ties[1, 299] = 1.0
+    assert sorted(q4.topk_indices(ties, 4)[0].tolist()) == [0, 1, 2, 7]
+    assert sorted(q4.topk_indices(ties, 4)[1].tolist()) == [0, 1, 2, 299]
+
+
 def _llama(seed=0, d_model=64, n_head=4, n_kv_head=2):
     torch.manual_seed(seed)
     cfg = zeroformer.ModelConfig(arch="decoder", vocab_size=96, n_layer=3, d_model=d_model,

@@ -81,6 +81,8 @@ def _build() -> ctypes.CDLL:
     lib.zf_q4_matmul.restype = None
     lib.zf_q4_has_vnni.restype = ctypes.c_int
     lib.zf_q4_dequant_bf16.argtypes = [p, p, i64, i64, p, ctypes.c_int]
+    lib.zf_topk.argtypes = [p, i64, i64, ctypes.c_int, p]
+    lib.zf_topk.restype = None
     lib.zf_q4_has_amx.restype = ctypes.c_int
     lib.zf_q4_set_path.argtypes = [ctypes.c_int]
     lib.zf_q4_set_path.restype = None
@@ -135,6 +137,19 @@ def pack_scales(d: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     out = torch.zeros(g * 16, nb, 2, dtype=torch.float16)
     out[:n, :, 0], out[:n, :, 1] = d, m
     return out.view(g, 16, nb, 2).permute(0, 2, 3, 1).reshape(g, nb, 32).contiguous()
+
+
+def topk_indices(y: torch.Tensor, k: int) -> torch.Tensor:
+    """(..., V) -> (..., k) int64: the indices of the k largest values of each row, in no particular
+    order (q4_kernel.c:zf_topk, a heap: ~5x torch.topk on 49k logits; a value equal to the k-th
+    largest enters only before it). torch.topk where the kernel is not here or y is not CPU fp32."""
+    if (k > 256 or y.dtype != torch.float32 or y.device.type != "cpu" or y.size(-1) < k
+            or not available()):
+        return y.topk(k, dim=-1).indices
+    y2 = y.reshape(-1, y.size(-1)).contiguous()
+    idx = torch.empty(y2.size(0), k, dtype=torch.int64)
+    _lib.zf_topk(y2.data_ptr(), y2.size(0), y2.size(1), k, idx.data_ptr())
+    return idx.view(*y.shape[:-1], k)
 
 
 def set_path(path: int | None) -> None:

@@ -369,6 +369,48 @@ void zf_q4_dequant_bf16(const uint8_t *q, const uint16_t *sc, int64_t N, int64_t
     }
 }
 
+/* idx (R, k): the indices of the k largest of each row of x (R, V), in no particular order (a
+ * value equal to the k-th largest enters only before it: the first ones win). A min-heap of k,
+ * and 16 values at a time against its smallest: most rows of logits leave it after a few hundred. */
+static void sift_down(float *hv, int64_t *hi, int k, int i) {
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= k) return;
+        if (c + 1 < k && (hv[c + 1] < hv[c] || (hv[c + 1] == hv[c] && hi[c + 1] > hi[c]))) c++;
+        if (hv[c] < hv[i] || (hv[c] == hv[i] && hi[c] > hi[i])) {
+            float tv = hv[i]; hv[i] = hv[c]; hv[c] = tv;
+            int64_t ti = hi[i]; hi[i] = hi[c]; hi[c] = ti;
+            i = c;
+        } else {
+            return;
+        }
+    }
+}
+
+void zf_topk(const float *x, int64_t R, int64_t V, int k, int64_t *idx) {
+    float hv[256];
+    for (int64_t r = 0; r < R; r++) {
+        const float *xr = x + r * V;
+        int64_t *hi = idx + r * k;
+        for (int i = 0; i < k; i++) { hv[i] = xr[i]; hi[i] = i; }
+        for (int i = k / 2 - 1; i >= 0; i--) sift_down(hv, hi, k, i);
+        int64_t j = k;
+#ifdef ZF_VNNI
+        for (; j + 16 <= V; j += 16) {
+            __mmask16 over = _mm512_cmp_ps_mask(_mm512_loadu_ps(xr + j), _mm512_set1_ps(hv[0]),
+                                                _CMP_GT_OQ);
+            while (over) {
+                int t = __builtin_ctz(over);
+                over &= over - 1;
+                if (xr[j + t] > hv[0]) { hv[0] = xr[j + t]; hi[0] = j + t; sift_down(hv, hi, k, 0); }
+            }
+        }
+#endif
+        for (; j < V; j++)
+            if (xr[j] > hv[0]) { hv[0] = xr[j]; hi[0] = j; sift_down(hv, hi, k, 0); }
+    }
+}
+
 /* ------------------------------------------------------------------------------------------
  * One decoding step of a LLaMA-style decoder (pre-norm RMSNorm, RoPE "rotate half", grouped-query
  * attention over an fp32 KV cache, SwiGLU feed-forward, no biases), batch 1, every projection a
