@@ -247,8 +247,18 @@ static void groups_amx(const uint8_t *q, const uint16_t *sc, int64_t g0, int64_t
                 _tile_dpbsud(2, 0, 1);
                 _tile_stored(2, sbuf[i], 64);
             }
+            /* while the float part runs, fetch the next run's codes and scales (the weights
+             * stream from memory once per step; the hardware prefetcher alone left it waiting) */
+            const uint8_t *nq = b0 + run < nb ? qg + 256 * (b0 + run) : qg + 256 * nb;
+            const uint16_t *ns = b0 + run < nb ? sg + 32 * (b0 + run) : sg + 32 * nb;
+            int nrun = (int)(b0 + run < nb ? (nb - b0 - run < AMX_RUN ? nb - b0 - run : AMX_RUN)
+                                           : (g + 1 < g1 ? (nb < AMX_RUN ? nb : AMX_RUN) : 0));
             for (i = 0; i < run; i++) {
                 int64_t b = b0 + i;
+                if (i < nrun) {
+                    for (int c = 0; c < 4; c++) _mm_prefetch((const char *)(nq + 256 * i + 64 * c), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(ns + 32 * i), _MM_HINT_T0);
+                }
                 __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sg + 32 * b)));
                 __m512 mv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sg + 32 * b + 16)));
                 for (int r = 0; r < R; r++)
