@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-_SOURCE = Path(__file__).with_name("q4_kernel.c")
+_SOURCES = [Path(__file__).with_name(f) for f in ("q4_kernel.c", "q4_step.c")]
 GEMM_ROWS = 32   # from this many rows on (a prompt), bf16 GEMM on dequantized weights: at 200
                  # rows x 576 x 3072, 9.8 ms as 200 matrix-vector products, ~2 ms this way
 _lib = None
@@ -62,8 +62,9 @@ def _cpu_key() -> str:
 
 
 def _build() -> ctypes.CDLL:
-    """Compile q4_kernel.c for this CPU (once; cached by source and CPU flags) and load it."""
-    src = _SOURCE.read_bytes()
+    """Compile q4_kernel.c and q4_step.c for this CPU (once; cached by source and CPU flags) and
+    load them."""
+    src = b"".join(f.read_bytes() for f in _SOURCES)
     cc = os.environ.get("CC", "cc")
     flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
     key = hashlib.sha256(src + " ".join([cc] + flags).encode() + _cpu_key().encode()).hexdigest()
@@ -72,7 +73,7 @@ def _build() -> ctypes.CDLL:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             tmp_so = Path(tmp) / "q4.so"
-            subprocess.run([cc, *flags, str(_SOURCE), "-o", str(tmp_so), "-lm"], check=True,
+            subprocess.run([cc, *flags, *map(str, _SOURCES), "-o", str(tmp_so), "-lm"], check=True,
                            capture_output=True, timeout=300)
             os.replace(tmp_so, out)                    # atomic: a reader never sees half a file
     lib = ctypes.CDLL(str(out))
@@ -141,7 +142,7 @@ def pack_scales(d: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 def topk_indices(y: torch.Tensor, k: int) -> torch.Tensor:
     """(..., V) -> (..., k) int64: the indices of the k largest values of each row, in no particular
-    order (q4_kernel.c:zf_topk, a heap: ~5x torch.topk on 49k logits; a value equal to the k-th
+    order (q4_step.c:zf_topk, a heap: ~5x torch.topk on 49k logits; a value equal to the k-th
     largest enters only before it). torch.topk where the kernel is not here or y is not CPU fp32."""
     if (k > 256 or y.dtype != torch.float32 or y.device.type != "cpu" or y.size(-1) < k
             or not available()):
@@ -248,7 +249,7 @@ def _q4(layer: Q4Linear) -> _Q4:
 
 class LlamaStep:
     """One decoding step (batch 1, one new token) of a LLaMA-style Decoder whose projections are
-    all Q4Linear, in one call of q4_kernel.c:zf_llama_step: per layer
+    all Q4Linear, in one call of q4_step.c:zf_llama_step: per layer
         h += o(Attn(rope(q), rope(k), v))   with q, k, v = qkv(RMSNorm(h)), K/V appended to the cache
         h += down(silu(gate) * up)          with gate, up = gate_up(RMSNorm(h))
     then the final RMSNorm. The same equations as nn/blocks.py on the Q4 path, without a Python
