@@ -176,8 +176,16 @@ class BatchEngine:
                 pos[slot] = req.prompt.size(1) + len(req.tokens) - 1
             logits = self.session.decode(self._tensor(ids), self._tensor(pos), max(pos) + 1)
             logits = logits.float()                                           # (R, V)
+            greedy = None      # every greedy row's argmax in one call (the first maximum, as
+            if any(r.temperature == 0.0 and r.repetition_penalty == 1.0   # torch.argmax; numpy's
+                   for r in self.running.values()):          # is ~20x faster on a CPU (V = 49k))
+                greedy = (logits.numpy().argmax(1) if logits.device.type == "cpu"
+                          else logits.argmax(-1)).tolist()
             for slot, req in sorted(self.running.items()):
-                events.append(self._emit(slot, req, logits[slot:slot + 1]))
+                if greedy is not None and req.temperature == 0.0 and req.repetition_penalty == 1.0:
+                    events.append(self._take(slot, req, greedy[slot]))
+                else:
+                    events.append(self._emit(slot, req, logits[slot:slot + 1]))
         while self.queue and self.free:
             req = self.queue.popleft()
             req.slot = slot = heapq.heappop(self.free)
@@ -195,6 +203,10 @@ class BatchEngine:
         if req.repetition_penalty != 1.0:
             logits = apply_repetition_penalty(logits, req.seqs(), req.repetition_penalty)
         tok = int(next_tokens(logits, req.temperature, req.top_k, req.top_p, req.generator)[0])
+        return self._take(slot, req, tok)
+
+    def _take(self, slot: int, req: Request, tok: int) -> Event:
+        """Append the request's next token; retire it if it is finished."""
         req.tokens.append(tok)
         done = tok in req.eos or len(req.tokens) >= req.max_new_tokens
         if not done and req.stop is not None:

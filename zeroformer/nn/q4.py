@@ -13,6 +13,12 @@ per machine with the system C compiler (`cc -O3 -march=native -fopenmp`) into
 $ZEROFORMER_HOME/kernels/ and loaded with ctypes; without a compiler `available()` is False and
 the int4 path stays on torch's kernel (nn/fast.py). Inference only, CPU only, float32 in and out.
 
+Several rows at once (batched decoding, short prompts) run on AMX int8 tiles where the CPU has
+them (one tile product gives 16 weight rows x up to 16 rows' exact integer block sums), one row on
+VNNI. Each block's integer sum is exact on every path and the float part (scale, then add, block
+by block) is one code sequence, so a row's output is bit-equal whichever path and however many
+rows run with it (pack_q4: weight rows in groups of 16, the layout both instruction sets read).
+
 The reference is the fp32 model on the dequantized weights (tests/test_q4.py): the activation
 rounding adds a relative error of about 1/254 per block, as in llama.cpp's Q4_1 x Q8_1.
 With GEMM_ROWS rows or more (reading a prompt) the layer instead multiplies bf16 activations by
@@ -32,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-_SOURCE = Path(__file__).with_name("q4_kernel.c")
+_SOURCES = [Path(__file__).with_name(f) for f in ("q4_kernel.c", "q4_step.c")]
 GEMM_ROWS = 32   # from this many rows on (a prompt), bf16 GEMM on dequantized weights: at 200
                  # rows x 576 x 3072, 9.8 ms as 200 matrix-vector products, ~2 ms this way
 _lib = None
@@ -56,8 +62,9 @@ def _cpu_key() -> str:
 
 
 def _build() -> ctypes.CDLL:
-    """Compile q4_kernel.c for this CPU (once; cached by source and CPU flags) and load it."""
-    src = _SOURCE.read_bytes()
+    """Compile q4_kernel.c and q4_step.c for this CPU (once; cached by source and CPU flags) and
+    load them."""
+    src = b"".join(f.read_bytes() for f in _SOURCES)
     cc = os.environ.get("CC", "cc")
     flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
     key = hashlib.sha256(src + " ".join([cc] + flags).encode() + _cpu_key().encode()).hexdigest()
@@ -66,15 +73,20 @@ def _build() -> ctypes.CDLL:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             tmp_so = Path(tmp) / "q4.so"
-            subprocess.run([cc, *flags, str(_SOURCE), "-o", str(tmp_so), "-lm"], check=True,
+            subprocess.run([cc, *flags, *map(str, _SOURCES), "-o", str(tmp_so), "-lm"], check=True,
                            capture_output=True, timeout=300)
             os.replace(tmp_so, out)                    # atomic: a reader never sees half a file
     lib = ctypes.CDLL(str(out))
     p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.zf_q4_matmul.argtypes = [p, i64, i64, p, p, p, i64, p, p, ctypes.c_int]
+    lib.zf_q4_matmul.argtypes = [p, i64, i64, p, p, i64, p, p, ctypes.c_int]
     lib.zf_q4_matmul.restype = None
     lib.zf_q4_has_vnni.restype = ctypes.c_int
-    lib.zf_q4_dequant_bf16.argtypes = [p, p, p, i64, i64, p, ctypes.c_int]
+    lib.zf_q4_dequant_bf16.argtypes = [p, p, i64, i64, p, ctypes.c_int]
+    lib.zf_topk.argtypes = [p, i64, i64, ctypes.c_int, p]
+    lib.zf_topk.restype = None
+    lib.zf_q4_has_amx.restype = ctypes.c_int
+    lib.zf_q4_set_path.argtypes = [ctypes.c_int]
+    lib.zf_q4_set_path.restype = None
     lib.zf_q4_dequant_bf16.restype = None
     lib.zf_llama_step.argtypes = [p, ctypes.c_int, p, i64, i64, i64, i64, i64, p, i64, i64,
                                   p, p, ctypes.c_float, p, p, ctypes.c_int]
@@ -99,12 +111,53 @@ def available() -> bool:
 
 
 def pack_q4(q: torch.Tensor) -> torch.Tensor:
-    """q (N, K) codes 0..15 -> (N, K/2) uint8 in the kernel's order: for each pair of blocks of 32
-    (b, b+1), 32 bytes; byte i < 16 = q[32b+i] | q[32b+16+i] << 4, byte 16+i the same for b+1.
-    (K not a multiple of 64: each block's 16 bytes on their own, the same nibble rule.)"""
+    """q (N, K) codes 0..15 -> (ceil(N/16), K/32, 256) uint8 in the kernel's layout (q4_kernel.c):
+    rows in groups of 16 (padded with zero rows), per group and block 256 bytes, byte
+    64 i + 4 n + t = q[16 G + n, 32 b + 8 i + t] | q[16 G + n, 32 b + 8 i + 4 + t] << 4."""
     n, k = q.shape
-    qb = q.to(torch.uint8).view(n, k // 32, 2, 16)          # (N, blocks, low/high half, 16)
-    return (qb[:, :, 0] | (qb[:, :, 1] << 4)).reshape(n, k // 2).contiguous()
+    g = -(-n // 16)
+    qp = torch.zeros(16 * g, k, dtype=torch.uint8)
+    qp[:n] = q.to(torch.uint8)
+    qv = qp.view(g, 16, k // 32, 4, 2, 4).permute(0, 2, 3, 4, 1, 5)   # (G, b, i, half, n, t)
+    return (qv[:, :, :, 0] | (qv[:, :, :, 1] << 4)).reshape(g, k // 32, 256).contiguous()
+
+
+def unpack_q4(packed: torch.Tensor, n: int) -> torch.Tensor:
+    """pack_q4's inverse -> (N, K) codes."""
+    g, nb = packed.shape[:2]
+    p = packed.view(g, nb, 4, 16, 4)                                    # (G, b, i, n, t)
+    codes = torch.stack([p & 15, p >> 4], 3)                            # (G, b, i, half, n, t)
+    return codes.permute(0, 4, 1, 2, 3, 5).reshape(16 * g, nb * 32)[:n]
+
+
+def pack_scales(d: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """d, m (N, K/32) -> (ceil(N/16), K/32, 32) fp16: per group of 16 rows and block, the 16 rows'
+    d then their 16 m (zero for padding rows)."""
+    n, nb = d.shape
+    g = -(-n // 16)
+    out = torch.zeros(g * 16, nb, 2, dtype=torch.float16)
+    out[:n, :, 0], out[:n, :, 1] = d, m
+    return out.view(g, 16, nb, 2).permute(0, 2, 3, 1).reshape(g, nb, 32).contiguous()
+
+
+def topk_indices(y: torch.Tensor, k: int) -> torch.Tensor:
+    """(..., V) -> (..., k) int64: the indices of the k largest values of each row, in no particular
+    order (q4_step.c:zf_topk, a heap: ~5x torch.topk on 49k logits; a value equal to the k-th
+    largest enters only before it). torch.topk where the kernel is not here or y is not CPU fp32."""
+    if (k > 256 or y.dtype != torch.float32 or y.device.type != "cpu" or y.size(-1) < k
+            or not available()):
+        return y.topk(k, dim=-1).indices
+    y2 = y.reshape(-1, y.size(-1)).contiguous()
+    idx = torch.empty(y2.size(0), k, dtype=torch.int64)
+    _lib.zf_topk(y2.data_ptr(), y2.size(0), y2.size(1), k, idx.data_ptr())
+    return idx.view(*y.shape[:-1], k)
+
+
+def set_path(path: int | None) -> None:
+    """The kernel path for several rows: 0 portable C, 1 AVX-512 VNNI, 2 (or None) AMX where the
+    CPU has it. The same numbers on every path (tests/test_q4.py); for tests and benchmarks."""
+    if available():
+        _lib.zf_q4_set_path(2 if path is None else path)
 
 
 class Q4Linear(nn.Module):
@@ -120,8 +173,7 @@ class Q4Linear(nn.Module):
         if not available():
             raise RuntimeError(f"the Q4 kernel is not available here ({_lib_error or 'no AVX-512 VNNI'})")
         self.register_buffer("weight_q4", pack_q4(q))
-        self.register_buffer("d", d.to(torch.float16).contiguous())
-        self.register_buffer("m", m.to(torch.float16).contiguous())
+        self.register_buffer("scales", pack_scales(d.to(torch.float16), m.to(torch.float16)))
         self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(),
                                                            requires_grad=False)
         self.in_features, self.out_features = k, n
@@ -137,17 +189,24 @@ class Q4Linear(nn.Module):
         q = torch.round((w - m[..., None]) * inv[..., None]).clamp(0, 15).view(n, k)
         return cls(q, d, m, linear.bias)
 
+    def _scale(self, i: int) -> torch.Tensor:
+        g, nb = self.scales.shape[:2]
+        return (self.scales.view(g, nb, 2, 16)[:, :, i].permute(0, 2, 1)
+                .reshape(16 * g, nb)[:self.out_features])
+
+    d = property(lambda self: self._scale(0), doc="(out, in / 32) fp16 block scales d")
+    m = property(lambda self: self._scale(1), doc="(out, in / 32) fp16 block minima m")
+
     def dequantized(self) -> torch.Tensor:
         """The float32 weight (out, in) these codes stand for: d q + m."""
         n, k = self.out_features, self.in_features
-        p = self.weight_q4.view(n, k // 32, 16)
-        q = torch.stack([p & 15, p >> 4], 2).view(n, k // 32, 32).float()
+        q = unpack_q4(self.weight_q4, n).view(n, k // 32, 32).float()
         return (q * self.d.float()[..., None] + self.m.float()[..., None]).view(n, k)
 
     def bf16_weight(self) -> torch.Tensor:
         """d q + m as a bf16 (out, in) matrix (q4_kernel.c:zf_q4_dequant_bf16)."""
         w = torch.empty(self.out_features, self.in_features, dtype=torch.bfloat16)
-        _lib.zf_q4_dequant_bf16(self.weight_q4.data_ptr(), self.d.data_ptr(), self.m.data_ptr(),
+        _lib.zf_q4_dequant_bf16(self.weight_q4.data_ptr(), self.scales.data_ptr(),
                                 self.out_features, self.in_features, w.data_ptr(),
                                 torch.get_num_threads())
         return w
@@ -161,8 +220,8 @@ class Q4Linear(nn.Module):
         else:
             y = torch.empty(r, n)
             work = torch.empty(r * (k + 8 * (k // 32)), dtype=torch.uint8)
-            _lib.zf_q4_matmul(x2.data_ptr(), r, k, self.weight_q4.data_ptr(), self.d.data_ptr(),
-                              self.m.data_ptr(), n, y.data_ptr(), work.data_ptr(),
+            _lib.zf_q4_matmul(x2.data_ptr(), r, k, self.weight_q4.data_ptr(),
+                              self.scales.data_ptr(), n, y.data_ptr(), work.data_ptr(),
                               torch.get_num_threads())
         y = y.to(x.dtype).view(*lead, n)
         return y if self.bias is None else y + self.bias.to(x.dtype)
@@ -173,8 +232,8 @@ class Q4Linear(nn.Module):
 
 # ------------------------------------------------------------------ the fused decoding step
 class _Q4(ctypes.Structure):
-    _fields_ = [("q", ctypes.c_void_p), ("d", ctypes.c_void_p), ("m", ctypes.c_void_p),
-                ("n", ctypes.c_int64), ("k", ctypes.c_int64)]
+    _fields_ = [("q", ctypes.c_void_p), ("sc", ctypes.c_void_p), ("n", ctypes.c_int64),
+                ("k", ctypes.c_int64)]
 
 
 class _Layer(ctypes.Structure):
@@ -184,13 +243,13 @@ class _Layer(ctypes.Structure):
 
 
 def _q4(layer: Q4Linear) -> _Q4:
-    return _Q4(layer.weight_q4.data_ptr(), layer.d.data_ptr(), layer.m.data_ptr(),
+    return _Q4(layer.weight_q4.data_ptr(), layer.scales.data_ptr(),
                layer.out_features, layer.in_features)
 
 
 class LlamaStep:
     """One decoding step (batch 1, one new token) of a LLaMA-style Decoder whose projections are
-    all Q4Linear, in one call of q4_kernel.c:zf_llama_step: per layer
+    all Q4Linear, in one call of q4_step.c:zf_llama_step: per layer
         h += o(Attn(rope(q), rope(k), v))   with q, k, v = qkv(RMSNorm(h)), K/V appended to the cache
         h += down(silu(gate) * up)          with gate, up = gate_up(RMSNorm(h))
     then the final RMSNorm. The same equations as nn/blocks.py on the Q4 path, without a Python
