@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 from .errors import UserError
+from .nn.q4 import topk_indices
 
 
 def check_sampling_args(temperature=0.0, top_k=None, top_p=None, num_beams=1,
@@ -188,7 +189,8 @@ def beam_search(new_session: Callable[[int], object], prompt, max_new_tokens, nu
         v = logp.size(-1)
         # the 2K best continuations of a sentence are among the 2K best of each of its beams:
         # rank those (R*K, 2K) instead of adding the score to every (R*K, V) entry
-        beam_lp, beam_tok = logp.topk(min(2 * k, v), dim=-1)                   # (R*K, 2K)
+        beam_tok = topk_indices(logp, min(2 * k, v))          # (R*K, 2K), in no order (C heap)
+        beam_lp = logp.gather(1, beam_tok)
         cand = (scores.view(-1, 1) + beam_lp).view(len(rows), -1)               # (R, K*2K)
         top_scores, pick = cand.topk(2 * k, dim=-1)                             # (R, 2K)
         top_tok = beam_tok.view(len(rows), -1).gather(1, pick)
