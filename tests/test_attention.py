@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from zeroformer.nn import q4
 from zeroformer.nn.attention import (KVCache, MultiHeadAttention, attention, build_mask,
                                      causal_mask, reference_attention, repeat_kv)
 
@@ -112,21 +113,63 @@ def test_kept_attention_weights_are_distributions():
     assert (w.triu(1) == 0).all()
 
 
+@pytest.mark.parametrize("by_ancestry", [False, True])
 @pytest.mark.parametrize("index", [[0, 1, 2, 3, 4, 5], [1, 0, 2, 3, 4, 5], [0, 0, 2, 3, 3, 5],
                                    [2, 0, 1, 3, 4, 5], [5, 4, 3, 2, 1, 0], [1, 1, 1, 1, 1, 1],
                                    [4, 1, 5], [0]])
-def test_kv_cache_reorder_equals_gathering_the_rows(index):
-    """Beam search's reorder: in place for the few rows that move (swaps, copies, cycles: each
-    reads the rows as they were), through a second buffer otherwise or when rows are dropped;
-    always k <- k[index] over the filled positions, and appending continues from there."""
+def test_kv_cache_reorder_equals_gathering_the_rows(index, by_ancestry, monkeypatch):
+    """Beam search's reorder: copying, in place for the few rows that move (swaps, copies, cycles:
+    each reads the rows as they were), through a second buffer otherwise or when rows are dropped;
+    or rows never moved and read by ancestry. Either way the cache then holds k[index] over the
+    filled positions, and appending continues from there."""
+    monkeypatch.setattr(KVCache, "by_ancestry", by_ancestry)
+    if by_ancestry and not q4.available():
+        pytest.skip("the C kernels are not built here (no C compiler or no AVX-512 VNNI)")
     torch.manual_seed(0)
     cache = KVCache(6, 2, 9, 4, torch.float32, "cpu")
     k, v = torch.randn(6, 2, 5, 4), torch.randn(6, 2, 5, 4)
     cache.append(k, v)
     idx = torch.tensor(index)
     cache.reorder(idx)
-    assert cache.length == 5
-    assert torch.equal(cache.k[:, :, :5], k[idx]) and torch.equal(cache.v[:, :, :5], v[idx])
+    assert cache.length == 5 and (cache.anc is not None) == by_ancestry
+    if not by_ancestry:
+        assert torch.equal(cache.k[:, :, :5], k[idx]) and torch.equal(cache.v[:, :, :5], v[idx])
     k2, v2 = torch.randn(len(index), 2, 1, 4), torch.randn(len(index), 2, 1, 4)
     kk, vv = cache.append(k2, v2)
     assert torch.equal(kk, torch.cat([k[idx], k2], 2)) and torch.equal(vv, torch.cat([v[idx], v2], 2))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("h,h_kv,d", [(4, 4, 32), (8, 2, 64), (2, 2, 8), (3, 1, 48)])
+def test_attention_read_by_ancestry_equals_copying_the_rows(h, h_kv, d, masked):
+    """A beam search's worth of steps (random reorders, rows dropped, left padding) on two caches:
+    rows copied + the reference formula, and rows never moved, read through the ancestry table by
+    q4_step.c:zf_attend_rows (AVX-512 for d a multiple of 16, the portable loop for d = 8 and 48
+    in part): the same outputs to float rounding at every step."""
+    if not q4.available():
+        pytest.skip("the C kernels are not built here (no C compiler or no AVX-512 VNNI)")
+    g = torch.Generator().manual_seed(h * 100 + d)
+    n, t_max = 8, 14
+    fast = KVCache(n, h_kv, t_max, d, torch.float32, "cpu")
+    slow = KVCache(n, h_kv, t_max, d, torch.float32, "cpu")
+    slow.by_ancestry = False
+    k, v = torch.randn(n, h_kv, 3, d, generator=g), torch.randn(n, h_kv, 3, d, generator=g)
+    fast.append(k, v), slow.append(k, v)
+    keep = torch.ones(n, t_max, dtype=torch.bool)
+    for r in range(n):
+        keep[r, : r % 3] = False                    # left padding of the prompts
+    rows = n
+    for step in range(10):
+        idx = torch.randint(0, rows, (rows - (2 if step in (3, 6) else 0),), generator=g)
+        fast.reorder(idx), slow.reorder(idx)
+        keep, rows = keep[idx], idx.numel()
+        q = torch.randn(rows, h, 1, d, generator=g) * 3
+        k, v = torch.randn(rows, h_kv, 1, d, generator=g), torch.randn(rows, h_kv, 1, d, generator=g)
+        mask = keep[:, None, None, : fast.length + 1] if masked else None
+        out = fast.attend_new(q, k, v, mask)
+        assert out is not None and fast.anc is not None
+        kk, vv = slow.append(k, v)
+        ref = reference_attention(q, kk, vv, mask=mask)
+        assert out.shape == ref.shape
+        assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5), (step, (out - ref).abs().max())
+    assert fast.length == slow.length == 13

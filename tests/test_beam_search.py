@@ -215,3 +215,41 @@ def test_beam_output_ends_at_eos_and_is_padded():
                    for n in range(1, max_new + 1) for b in itertools.product(words, repeat=n - 1)
                    for last in ([EOS] + (words if n == max_new else [])))
         assert got == pytest.approx(best, abs=1e-6), row
+
+
+@pytest.mark.parametrize("arch", ["encoder-decoder", "llama", "gpt2"])
+def test_cache_read_by_ancestry_finds_the_beams_of_copied_rows(arch, monkeypatch):
+    """Beam search with the KV cache never moved (rows read through the ancestry table,
+    q4_step.c:zf_attend_rows) returns the tokens of beam search with rows copied each step:
+    32-wide heads, grouped-query heads, a batch whose sentences finish apart, and left-padded
+    decoder prompts (the padding mask read by the kernel)."""
+    from zeroformer.nn import q4
+    from zeroformer.nn.kv_cache import KVCache
+
+    if not q4.available():
+        pytest.skip("the C kernels are not built here (no C compiler or no AVX-512 VNNI)")
+    g = torch.Generator().manual_seed(7)
+    if arch == "encoder-decoder":
+        cfg = zeroformer.preset("transformer-small", vocab_size=40, n_layer=2, n_encoder_layer=1,
+                                d_model=64, n_head=2, d_ff=64, max_seq_len=64, dropout=0.0,
+                                pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD)
+        ids = torch.randint(2, 40, (5, 7), generator=g)
+        mask = torch.ones_like(ids)
+        mask[2, 5:] = 0
+    else:
+        extra = dict(n_kv_head=2, d_ff=128, max_seq_len=64) if arch == "llama" else {}
+        cfg = zeroformer.preset("tiny" if arch == "gpt2" else "llama", vocab_size=40, n_layer=2,
+                                d_model=64, n_head=4, dropout=0.0, eos_token_id=EOS, **extra)
+        ids = torch.randint(2, 40, (4, 6), generator=g)
+        mask = torch.ones_like(ids)
+        mask[1, :2] = 0                       # left padding
+        mask[3, :1] = 0
+    torch.manual_seed(3)
+    m = build_model(cfg).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(3.0)                       # peaked distributions: sentences end at different steps
+    fast = m.generate(ids, 24, num_beams=4, attention_mask=mask)
+    monkeypatch.setattr(KVCache, "by_ancestry", False)
+    slow = m.generate(ids, 24, num_beams=4, attention_mask=mask)
+    assert torch.equal(fast, slow)

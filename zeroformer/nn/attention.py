@@ -1,4 +1,4 @@
-"""Scaled dot-product attention, masks, multi-head / grouped-query attention and the KV cache.
+"""Scaled dot-product attention, masks, multi-head / grouped-query attention (the KV caches: kv_cache.py).
 
     Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V                     (Vaswani et al., eq. 1)
     MultiHead(x)       = Concat(head_1, ..., head_h) W^O,  head_i = Attention(x W_i^Q, m W_i^K, m W_i^V)
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dropout import dropout
+from .kv_cache import KVCache, SlotKVCache, Slots, StaticKV  # noqa: F401 (their home was here)
 from .positions import RotaryEmbedding
 
 
@@ -95,129 +96,6 @@ def attention(q, k, v, mask=None, causal=False, dropout_p=0.0, training=False):
                                           enable_gqa=n_rep > 1)
 
 
-# ------------------------------------------------------------------------------------ KV cache
-class KVCache:
-    """Preallocated keys/values of one attention layer: (B, h_kv, T_max, d) each.
-
-    `append(k, v)` writes the new positions in place and returns views of everything so far, so a
-    decoding step costs O(T) attention but never re-runs the projections of earlier tokens.
-    """
-
-    def __init__(self, batch: int, n_kv_head: int, max_len: int, head_dim: int, dtype, device):
-        self.k = torch.zeros(batch, n_kv_head, max_len, head_dim, dtype=dtype, device=device)
-        self.v = torch.zeros_like(self.k)
-        self.length = 0
-
-    def append(self, k: torch.Tensor, v: torch.Tensor):
-        t0, t1 = self.length, self.length + k.size(2)
-        if t1 > self.k.size(2):
-            raise ValueError(f"KV cache full: {t1} > {self.k.size(2)} positions")
-        self.k[:, :, t0:t1] = k
-        self.v[:, :, t0:t1] = v
-        self.length = t1
-        return self.k[:, :, :t1], self.v[:, :, :t1]
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep batch rows `index` (beam search): k, v <- k[index], v[index]. Only the filled
-        positions are copied; `index` may be shorter than the batch (finished rows dropped).
-
-        Most beams continue their own row (index[r] == r), so when the batch keeps its size and
-        fewer than half the rows change, only those are copied, in place (the right-hand side is
-        gathered first, so a row copied from a row that changes too reads the old value): a
-        beam-search step then moves a few rows instead of the whole cache (copying all of it was
-        a third of beam search's time: benchmarks/bench_translate.py)."""
-        t, n = self.length, index.numel()
-        if n == self.k.size(0):
-            moved = (index != torch.arange(n, device=index.device)).nonzero().squeeze(1)
-            if moved.numel() < n // 2:
-                if moved.numel():
-                    src = index.index_select(0, moved)
-                    for cache in (self.k[:, :, :t], self.v[:, :, :t]):
-                        cache.index_copy_(0, moved, cache.index_select(0, src))
-                return
-        spare = getattr(self, "_spare", None)  # a second buffer pair, reused: no allocation
-        if spare is None or spare[0].size(0) != n:
-            shape = (n,) + self.k.shape[1:]
-            spare = (self.k.new_empty(shape), self.v.new_empty(shape))
-        torch.index_select(self.k[:, :, :t], 0, index, out=spare[0][:, :, :t])
-        torch.index_select(self.v[:, :, :t], 0, index, out=spare[1][:, :, :t])
-        old = (self.k, self.v)
-        self.k, self.v = spare
-        self._spare = old if old[0].size(0) == n else None
-
-
-class Slots:
-    """What the SlotKVCaches of all layers share (batched decoding, zeroformer/batching.py): the
-    cache has `max_batch` slots of `max_len` positions; a slot holds one sequence. Before each
-    forward pass the engine says where the new keys go:
-
-        prefill(slot)            the prompt (1, t) fills positions 0..t-1 of `slot`
-        decode(positions (R,))   row r of the batch (R <= max_batch: slots 0..R-1) feeds one token,
-                                 written at positions[r] of slot r; attention then reads positions
-                                 0..width-1 of those R slots (width = max(positions) + 1), and the
-                                 caller's (R, width) mask keeps each row to its own 0..positions[r].
-    """
-
-    def __init__(self, max_batch: int, max_len: int):
-        self.max_batch, self.max_len = max_batch, max_len
-        self.slot, self.positions, self.width, self.past = None, None, 0, 0
-
-    def prefill(self, slot: int) -> None:
-        self.slot, self.positions, self.width, self.past = slot, None, 0, 0
-
-    def decode(self, positions: torch.Tensor, width: int | None = None) -> None:
-        self.slot, self.positions = None, positions
-        self.width = int(positions.max()) + 1 if width is None else width
-        self.past = self.width - 1          # the model reads cache.length as "positions before"
-        self._rows = torch.arange(positions.numel(), device=positions.device)
-
-
-class SlotKVCache:
-    """Keys/values of one attention layer for `max_batch` independent sequences (slots):
-    (max_batch, h_kv, max_len, d) each, written where `slots` (a Slots, shared by every layer)
-    says. Same protocol as KVCache: `length`, and `append(k, v)` -> the keys/values to attend to."""
-
-    def __init__(self, slots: Slots, n_kv_head: int, head_dim: int, dtype, device):
-        self.slots = slots
-        self.k = torch.zeros(slots.max_batch, n_kv_head, slots.max_len, head_dim, dtype=dtype,
-                             device=device)
-        self.v = torch.zeros_like(self.k)
-
-    @property
-    def length(self) -> int:
-        return self.slots.past
-
-    def append(self, k: torch.Tensor, v: torch.Tensor):
-        s = self.slots
-        if s.slot is not None:                          # prefill: k (1, h_kv, t, d) -> slot
-            t = k.size(2)
-            if t > s.max_len:
-                raise ValueError(f"KV cache full: {t} > {s.max_len} positions")
-            self.k[s.slot, :, :t] = k[0]
-            self.v[s.slot, :, :t] = v[0]
-            return self.k[s.slot:s.slot + 1, :, :t], self.v[s.slot:s.slot + 1, :, :t]
-        r = k.size(0)                                   # decode: k (R, h_kv, 1, d), one per row
-        if s.width > s.max_len:
-            raise ValueError(f"KV cache full: {s.width} > {s.max_len} positions")
-        self.k[s._rows, :, s.positions] = k[:, :, 0]    # (R, h_kv, d) at (row, :, position)
-        self.v[s._rows, :, s.positions] = v[:, :, 0]
-        return self.k[:r, :, :s.width], self.v[:r, :, :s.width]
-
-    def reorder(self, index: torch.Tensor) -> None:
-        raise ValueError("a slot cache keeps its rows in place (no beam search over it)")
-
-
-class StaticKV:
-    """Keys/values computed once (cross-attention over the encoder output)."""
-
-    def __init__(self):
-        self.k = self.v = None
-
-    def reorder(self, index: torch.Tensor) -> None:
-        if self.k is not None:
-            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
-
-
 # ------------------------------------------------------------------------------ multi-head
 class MultiHeadAttention(nn.Module):
     """Multi-head / grouped-query attention, self or cross.
@@ -289,6 +167,11 @@ class MultiHeadAttention(nn.Module):
             if isinstance(cache, StaticKV):
                 cache.k, cache.v = k, v
             elif cache is not None:
+                out = None
+                if self.use_sdpa and not self.keep_weights and not self.training:
+                    out = cache.attend_new(q, k, v, mask)  # beam search's fast path, or None
+                if out is not None:
+                    return self.o_proj(out.transpose(1, 2).reshape(x.size(0), 1, -1))
                 k, v = cache.append(k, v)
         if self.cross and rope is not None:
             raise ValueError("RoPE is for self-attention only")

@@ -91,6 +91,9 @@ def _build() -> ctypes.CDLL:
     lib.zf_llama_step.argtypes = [p, ctypes.c_int, p, i64, i64, i64, i64, i64, p, i64, i64,
                                   p, p, ctypes.c_float, p, p, ctypes.c_int]
     lib.zf_llama_step.restype = None
+    lib.zf_attend_rows.argtypes = [p, p, p, p, i64, p, i64, i64, i64, i64, i64, i64, p,
+                                   ctypes.c_int]
+    lib.zf_attend_rows.restype = None
     return lib
 
 
@@ -151,6 +154,25 @@ def topk_indices(y: torch.Tensor, k: int) -> torch.Tensor:
     idx = torch.empty(y2.size(0), k, dtype=torch.int64)
     _lib.zf_topk(y2.data_ptr(), y2.size(0), y2.size(1), k, idx.data_ptr())
     return idx.view(*y.shape[:-1], k)
+
+
+def attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, anc: torch.Tensor, t: int,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q K^T / sqrt(d)) V for one new position per row, where row r's keys and values at
+    position j sit in cache row anc[r, j] (beam search without moving the cache: nn/kv_cache.py).
+
+    q: (R, h, 1, d) fp32; k, v: (N, h_kv, T_max, d) contiguous fp32; anc: (>= R, >= t) int32,
+    contiguous rows; keep: (R, t) bool or None -> (R, h, 1, d). q4_step.c:zf_attend_rows (the
+    caller checks `available()`)."""
+    r, h, _, d = q.shape
+    q = q.contiguous()
+    out = torch.empty_like(q)
+    if keep is not None:
+        keep = keep.to(torch.uint8).contiguous()
+    _lib.zf_attend_rows(q.data_ptr(), k.data_ptr(), v.data_ptr(), anc.data_ptr(), anc.stride(0),
+                        None if keep is None else keep.data_ptr(), r, h, k.size(1), k.size(2), t,
+                        d, out.data_ptr(), torch.get_num_threads())
+    return out
 
 
 def set_path(path: int | None) -> None:
@@ -316,7 +338,7 @@ class LlamaStep:
         limit = min(kv.k.size(2), self.rope.cos.size(0))
         if type(kv) is KVCache:
             return (attention_mask is None and position_ids is None and kv.k.size(0) == r
-                    and kv.length < limit)
+                    and kv.anc is None and kv.length < limit)
         if type(kv) is SlotKVCache:
             s = kv.slots
             return (s.slot is None and s.positions is not None and s.positions.numel() == r

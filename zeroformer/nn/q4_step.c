@@ -1,8 +1,10 @@
 /* The parts of a decoding step around zeroformer's Q4 matrix products (q4_kernel.c, compiled with
  * it into one library by nn/q4.py): the output layer's top-k, and one whole decoding step of a
- * LLaMA-style decoder (zf_llama_step). AVX-512 where compiled for it, portable C elsewhere. */
+ * LLaMA-style decoder (zf_llama_step), and beam search's self-attention over a cache read by
+ * ancestry (zf_attend_rows). AVX-512 where compiled for it, portable C elsewhere. */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #include <immintrin.h>
@@ -124,9 +126,18 @@ static void swiglu(float *g, int64_t ff) {
     for (; i < ff; i++) g[i] = g[i] / (1.f + expf(-g[i])) * u[i];
 }
 
-/* One head: o (hd,) = softmax(q K^T scale) V over cache positions 0..p (kc, vc: (p + 1, hd)). */
+/* One head: o (hd,) = softmax(q K^T scale) V over cache positions 0..p. Position j's key and
+ * value are kc + j * hd and vc + j * hd, or, with `rows` (beam search: zf_attend_rows),
+ * kc + rows[j] * row_stride + j * hd (and vc likewise). keep (or NULL): position j counts only
+ * where keep[j] != 0 (its weight is exactly 0). */
+static inline const float *at(const float *base, const int32_t *rows, int64_t row_stride,
+                              int64_t j, int64_t hd) {
+    return base + (rows ? (int64_t)rows[j] * row_stride : 0) + j * hd;
+}
+
 static void attend(const float *q, const float *kc, const float *vc, int64_t p, int64_t hd,
-                   float scale, float *sc, float *o) {
+                   float scale, float *sc, float *o, const int32_t *rows, int64_t row_stride,
+                   const uint8_t *keep) {
     float mx = -INFINITY, z = 0.f;
 #ifdef ZF_VNNI
     if (hd % 16 == 0 && hd <= 256) {
@@ -134,9 +145,11 @@ static void attend(const float *q, const float *kc, const float *vc, int64_t p, 
         __m512 qv[16], ov[16];
         for (int u = 0; u < nv; u++) { qv[u] = _mm512_loadu_ps(q + 16 * u); ov[u] = _mm512_setzero_ps(); }
         for (int64_t j = 0; j <= p; j++) {
-            __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kc + j * hd));
+            if (keep && !keep[j]) { sc[j] = -INFINITY; continue; }
+            const float *kj = at(kc, rows, row_stride, j, hd);
+            __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kj));
             for (int u = 1; u < nv; u++)
-                acc = _mm512_fmadd_ps(qv[u], _mm512_loadu_ps(kc + j * hd + 16 * u), acc);
+                acc = _mm512_fmadd_ps(qv[u], _mm512_loadu_ps(kj + 16 * u), acc);
             sc[j] = _mm512_reduce_add_ps(acc) * scale;
             if (sc[j] > mx) mx = sc[j];
         }
@@ -144,30 +157,68 @@ static void attend(const float *q, const float *kc, const float *vc, int64_t p, 
         for (int64_t j = 0; j <= p; j += 16) {
             __mmask16 mk = (__mmask16)(p + 1 - j >= 16 ? 0xffff : (1u << (p + 1 - j)) - 1);
             __m512 ev = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, sc + j), _mm512_set1_ps(mx)));
+            if (keep) {                       /* masked positions: exactly 0, not exp's floor */
+                __mmask16 km = 0;
+                for (int i = 0; i < 16 && j + i <= p; i++) km |= (__mmask16)((keep[j + i] != 0) << i);
+                ev = _mm512_maskz_mov_ps(km, ev);
+            }
             _mm512_mask_storeu_ps(sc + j, mk, ev);
             zv = _mm512_mask_add_ps(zv, mk, zv, ev);
         }
         z = _mm512_reduce_add_ps(zv);
         for (int64_t j = 0; j <= p; j++) {
+            if (keep && !keep[j]) continue;
+            const float *vj = at(vc, rows, row_stride, j, hd);
             __m512 pj = _mm512_set1_ps(sc[j] / z);
             for (int u = 0; u < nv; u++)
-                ov[u] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vc + j * hd + 16 * u), ov[u]);
+                ov[u] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16 * u), ov[u]);
         }
         for (int u = 0; u < nv; u++) _mm512_storeu_ps(o + 16 * u, ov[u]);
         return;
     }
 #endif
     for (int64_t j = 0; j <= p; j++) {
+        if (keep && !keep[j]) { sc[j] = -INFINITY; continue; }
+        const float *kj = at(kc, rows, row_stride, j, hd);
         float acc = 0.f;
-        for (int64_t u = 0; u < hd; u++) acc += q[u] * kc[j * hd + u];
+        for (int64_t u = 0; u < hd; u++) acc += q[u] * kj[u];
         sc[j] = acc * scale;
         if (sc[j] > mx) mx = sc[j];
     }
     for (int64_t j = 0; j <= p; j++) { sc[j] = expf(sc[j] - mx); z += sc[j]; }
     for (int64_t u = 0; u < hd; u++) o[u] = 0.f;
     for (int64_t j = 0; j <= p; j++) {
+        if (keep && !keep[j]) continue;
+        const float *vj = at(vc, rows, row_stride, j, hd);
         float pj = sc[j] / z;
-        for (int64_t u = 0; u < hd; u++) o[u] += pj * vc[j * hd + u];
+        for (int64_t u = 0; u < hd; u++) o[u] += pj * vj[u];
+    }
+}
+
+/* Beam-search self-attention, one new position per row, over a cache whose rows are never moved
+ * (nn/attention.py: KVCache read by ancestry): row r's position j is in cache row
+ * anc[r * anc_stride + j]. q, o: (R, n_head, hd); k, v: (N, n_kv, max_len, hd); positions
+ * 0..t-1; keep: (R, t) or NULL. */
+void zf_attend_rows(const float *q, const float *k, const float *v, const int32_t *anc,
+                    int64_t anc_stride, const uint8_t *keep, int64_t R, int64_t n_head,
+                    int64_t n_kv, int64_t max_len, int64_t t, int64_t hd, float *o, int threads) {
+    int64_t rep = n_head / n_kv, row_stride = n_kv * max_len * hd;
+    float scale = 1.f / sqrtf((float)hd);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1)
+#endif
+    {
+        float *sc = malloc((size_t)t * sizeof(float));
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t rh = 0; rh < R * n_head; rh++) {
+            int64_t r = rh / n_head, g = (rh % n_head) / rep;
+            if (sc)
+                attend(q + rh * hd, k + g * max_len * hd, v + g * max_len * hd, t - 1, hd, scale,
+                       sc, o + rh * hd, anc + r * anc_stride, row_stride, keep ? keep + r * t : NULL);
+        }
+        free(sc);
     }
 }
 
@@ -265,7 +316,7 @@ void zf_llama_step(const ZfLayer *layers, int n_layer, float *h, int64_t R, int6
                 }
 #endif
                 attend(q + i * hd, kc0 + (i / rep) * max_len * hd, vc0 + (i / rep) * max_len * hd,
-                       p, hd, scale, scores + i * max_len, att + r * hq + i * hd);
+                       p, hd, scale, scores + i * max_len, att + r * hq + i * hd, NULL, 0, NULL);
             }
         }
         q4_mv(&L->o, att, R, out, work, threads);
