@@ -25,7 +25,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import UserError
 from ..generate import beam_search, check_sampling_args, sample
-from ..nn.attention import KVCache, SlotKVCache, Slots, StaticKV
+from ..nn.kv_cache import KVCache, SlotKVCache, Slots, StaticKV
 from ..nn.blocks import LayerCache
 
 

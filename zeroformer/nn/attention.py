@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dropout import dropout
-from .kv_cache import KVCache, SlotKVCache, Slots, StaticKV  # noqa: F401 (their home was here)
+from .kv_cache import KVCache, SlotKVCache, Slots, StaticKV  # noqa: F401 (also importable from here)
 from .positions import RotaryEmbedding
 
 

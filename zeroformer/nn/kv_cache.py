@@ -34,6 +34,7 @@ class KVCache:
         self.v = torch.empty_like(self.k)
         self.length = 0
         self.anc = None     # (B, T_max) int32 once rows are read by ancestry (see above)
+        self._own = None    # arange(B) int32: row r's new position is in row r
         self.rows = batch   # the beams in use (rows 0..rows-1 of anc) when read by ancestry
 
     def append(self, k: torch.Tensor, v: torch.Tensor):
@@ -53,7 +54,7 @@ class KVCache:
         self.k[:n, :, t0:t1] = k
         self.v[:n, :, t0:t1] = v
         if self.anc is not None:
-            self.anc[:n, t0:t1] = torch.arange(n, dtype=torch.int32)[:, None]
+            self.anc[:n, t0:t1] = self._own[:n, None]
         self.length = t1
 
     def attend_new(self, q, k, v, mask=None):
@@ -83,8 +84,8 @@ class KVCache:
         side is gathered first, so a row copied from a row that changes too reads the old value)."""
         t, n = self.length, index.numel()
         if self.anc is None and self._by_ancestry():
-            self.anc = torch.arange(self.k.size(0), dtype=torch.int32)[:, None].repeat(
-                1, self.k.size(2))
+            self._own = torch.arange(self.k.size(0), dtype=torch.int32)
+            self.anc = self._own[:, None].repeat(1, self.k.size(2))
         if self.anc is not None:
             if n > self.rows:
                 raise ValueError(f"cannot keep {n} rows of {self.rows}")

@@ -327,7 +327,7 @@ class LlamaStep:
         rotary table covers: a KVCache without padding (every row at the cache's length), or a
         slot cache in decode mode (row r in slot r at positions[r], batching.py; its mask says
         only that and is not needed). Anything else runs the module path."""
-        from .attention import KVCache, SlotKVCache
+        from .kv_cache import KVCache, SlotKVCache
 
         if cache is None or input_ids.dim() != 2 or input_ids.size(1) != 1 \
                 or input_ids.device.type != "cpu":
